@@ -1,0 +1,142 @@
+"""S3 fan-out: N subscribers on one channel, one publisher, latency of every delivery.
+
+Each published message carries `bench:<seq>:<monotonic send time>` as its data.
+CLOCK_MONOTONIC is shared by every process on the machine, so a subscriber computes
+publish-to-receive latency from the message alone, whichever process published it.
+"""
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import http
+from .progress import Progress
+from .sse import Event
+from .stream import StreamResult, stream_events
+
+CHANNEL = "bench"
+STAMP = re.compile(rb"bench:(\d+):(\d+\.\d+)")
+SETTLE_SECONDS = 1.0  # after the last subscriber's headers, before the first publish
+
+
+@dataclass(frozen=True)
+class FanoutConfig:
+    port: int
+    clients: int
+    messages: int
+    publish_interval: float
+    deadline: float  # seconds to subscribe everyone, and again to drain after publishing
+
+
+class NotAvailable(Exception):
+    """The server has no channel endpoints (e.g. the template before channels landed)."""
+
+
+class Subscriber:
+    __slots__ = ("latencies", "seen", "result")
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.seen: set[int] = set()
+        self.result = StreamResult()
+
+
+async def subscribe(
+    config: FanoutConfig, sub: Subscriber, progress: Progress, done: asyncio.Event
+) -> None:
+    def on_open() -> None:
+        progress.connected += 1
+        progress.ready += 1
+
+    def on_event(now: float, event: Event) -> bool:
+        match = STAMP.search(event.data)
+        if match is None:
+            return False
+        seq = int(match.group(1))
+        if seq not in sub.seen:
+            sub.seen.add(seq)
+            sub.latencies.append(now - float(match.group(2)))
+            progress.events += 1
+        if len(sub.seen) == config.messages:
+            progress.done += 1
+            return True
+        return False
+
+    path = f"/channels/{CHANNEL}/events"
+    task = asyncio.ensure_future(stream_events(config.port, path, sub.result, on_open, on_event))
+    await asyncio.wait([task, asyncio.ensure_future(done.wait())], return_when="FIRST_COMPLETED")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if sub.result.error:
+        progress.failed += 1
+
+
+async def publish_all(config: FanoutConfig) -> list[int]:
+    """Publish on one keep-alive connection at absolute times; return the HTTP statuses."""
+    reader, writer = await asyncio.open_connection(http.HOST, config.port)
+    statuses: list[int] = []
+    start = time.monotonic()
+    try:
+        for seq in range(1, config.messages + 1):
+            delay = start + (seq - 1) * config.publish_interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = json.dumps({"data": f"bench:{seq}:{time.monotonic():.6f}"}).encode()
+            path = f"/channels/{CHANNEL}/messages"
+            writer.write(
+                http.build_request("POST", path, config.port, body, Content_Type="application/json")
+            )
+            status, headers = await http.read_head(reader)
+            response = http.Response(status, headers, reader, writer, http.decoder_for(headers))
+            await http.read_body(response)
+            statuses.append(status)
+            if status == 404:
+                raise NotAvailable(f"POST {path} answered 404")
+    finally:
+        writer.close()
+    return statuses
+
+
+async def run(config: FanoutConfig, progress: Progress) -> dict[str, Any]:
+    subs = [Subscriber() for _ in range(config.clients)]
+    done = asyncio.Event()
+    tasks = [asyncio.ensure_future(subscribe(config, s, progress, done)) for s in subs]
+    try:
+        await wait_until(lambda: progress.ready + progress.failed >= config.clients, config.deadline)
+        if progress.ready == 0:
+            raise NotAvailable(f"no subscriber connected ({first_error(subs)})")
+        await asyncio.sleep(SETTLE_SECONDS)
+        statuses = await publish_all(config)
+        await wait_until(lambda: progress.done + progress.failed >= config.clients, config.deadline)
+    finally:
+        done.set()
+        await asyncio.gather(*tasks)
+    errors: dict[str, int] = {}
+    for sub in subs:
+        if sub.result.error:
+            errors[sub.result.error] = errors.get(sub.result.error, 0) + 1
+    return {
+        "clients": config.clients,
+        "subscribed": sum(1 for s in subs if s.result.status == 200),
+        "published": sum(1 for s in statuses if 200 <= s < 300),
+        "publish_statuses": sorted(set(statuses)),
+        "deliveries": sum(len(s.latencies) for s in subs),
+        "expected": config.clients * config.messages,
+        "complete_subscribers": sum(1 for s in subs if len(s.seen) == config.messages),
+        "errors": errors,
+        "latency": [round(x, 5) for s in subs for x in s.latencies],
+    }
+
+
+def first_error(subs: list[Subscriber]) -> str:
+    return next((s.result.error for s in subs if s.result.error), "no error recorded")
+
+
+async def wait_until(condition: Any, timeout: float) -> None:
+    """Poll a cheap condition; bounded by `timeout`."""
+    start = time.monotonic()
+    while not condition() and time.monotonic() - start < timeout:
+        await asyncio.sleep(0.05)

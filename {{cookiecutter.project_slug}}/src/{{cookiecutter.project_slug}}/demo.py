@@ -1,0 +1,56 @@
+"""The demo stream behind GET /events: each client gets Message 1..count, its own counter.
+
+Every event carries its number as `id`, so a browser that reconnects sends it back in
+`Last-Event-ID` and the stream resumes with the next message: nothing lost, nothing
+repeated. After the last message an `end` event tells the page to close its
+EventSource, and a client that reconnects anyway gets 204, which stops EventSource for
+good (the tutorial version restarts from message 1 forever instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from .sse import encode_event
+from .stream import EventStream
+
+END = encode_event("", event="end")
+MAX_ID_DIGITS = 20
+
+
+class BadLastEventId(ValueError):
+    pass
+
+
+def parse_last_event_id(header: str | None) -> int:
+    """The last message the client has (0 for a new client)."""
+    if header is None:
+        return 0
+    value = header.strip()
+    if not value.isdigit() or not value.isascii() or len(value) > MAX_ID_DIGITS:
+        raise BadLastEventId(
+            f"Last-Event-ID must be a whole number >= 0 with at most {MAX_ID_DIGITS} digits"
+        )
+    return int(value)
+
+
+async def count_messages(
+    stream: EventStream, *, after: int, count: int, interval: float
+) -> AsyncIterator[bytes]:
+    """Message after+1..count, the first at once, then one per interval, then `end`."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for number in range(after + 1, count + 1):
+        # Absolute deadlines: a late write does not push every later message back.
+        deadline = start + (number - after - 1) * interval
+        while True:
+            await stream.wait(deadline)
+            if stream.closed:
+                return
+            if stream.pending:
+                yield stream.take()  # heartbeats between two slow messages
+            if loop.time() >= deadline:
+                break
+        yield encode_event(f"Message {number}", id=str(number))
+    yield END

@@ -1,0 +1,35 @@
+"""Settings, read from environment variables prefixed with SSE_ (e.g. SSE_MESSAGE_COUNT)."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SSE_", frozen=True)
+
+    message_count: int = Field(default={{ cookiecutter.message_count | int }}, ge=1, le=1_000_000)
+    """How many messages the /events demo stream sends."""
+
+    message_interval: float = Field(default={{ cookiecutter.message_interval | float }}, ge=0, le=3600)
+    """Seconds between two messages of the demo stream."""
+
+    heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
+    """Longest silence on a stream before a comment line is sent to keep proxies from
+    closing it; below the common 30-60 s idle timeouts of proxies and load balancers."""
+
+    retry_ms: int = Field(default=3000, ge=0, le=3_600_000)
+    """Reconnection delay the server asks browsers to wait after a dropped connection."""
+
+
+def load_settings() -> Settings:
+    """The settings, or exit with one readable line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SSE_{'_'.join(map(str, error['loc'])).upper()}={error.get('input')!r}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SystemExit(f"Invalid settings: {problems}") from None

@@ -1,0 +1,138 @@
+"""GET /events: the demo stream, read by a real HTTP client from a real server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, connect_sse
+
+from conftest import RunningServer
+
+
+def read_stream(
+    client: httpx.Client, url: str, headers: dict[str, str] | None = None
+) -> list[tuple[float, ServerSentEvent]]:
+    """Every event until the stream ends, with its arrival time relative to connecting."""
+    started = time.monotonic()
+    with connect_sse(client, "GET", url + "/events", headers=dict(headers or {})) as source:
+        source.response.raise_for_status()
+        return [
+            (time.monotonic() - started, event)
+            for event in source.iter_sse()
+            # httpx-sse reports the retry-only block too; by the spec it dispatches nothing.
+            if event.data or event.event != "message"
+        ]
+
+
+def messages(received: list[tuple[float, ServerSentEvent]]) -> list[ServerSentEvent]:
+    return [event for _, event in received if event.event == "message"]
+
+
+def test_sends_count_messages_in_order_with_ids(server: RunningServer, client: httpx.Client):
+    got = messages(read_stream(client, server.url))
+    assert [event.data for event in got] == ["Message 1", "Message 2", "Message 3"]
+    assert [event.id for event in got] == ["1", "2", "3"]
+
+
+def test_starts_with_the_retry_delay(serve, client: httpx.Client):
+    running = serve(message_count=1, retry_ms=1234)
+    with client.stream("GET", running.url + "/events") as response:
+        first_line = next(response.iter_lines())
+    assert first_line == "retry: 1234"
+
+
+def test_first_message_at_once_then_one_per_interval(serve, client: httpx.Client):
+    interval = 0.3
+    running = serve(message_count=4, message_interval=interval)
+    arrivals = [at for at, event in read_stream(client, running.url) if event.event == "message"]
+    assert arrivals[0] < interval / 2
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    assert all(interval * 0.5 <= gap <= interval * 1.5 for gap in gaps), gaps
+
+
+def test_ends_with_an_end_event_and_closes(server: RunningServer, client: httpx.Client):
+    received = read_stream(client, server.url)  # returns only once the server closed
+    assert received[-1][1].event == "end"
+    assert [event.event for _, event in received].count("end") == 1
+
+
+def test_resumes_after_last_event_id(serve, client: httpx.Client):
+    running = serve(message_count=5, message_interval=0.5)
+    received = read_stream(client, running.url, headers={"Last-Event-ID": "2"})
+    got = messages(received)
+    assert [event.id for event in got] == ["3", "4", "5"]
+    assert received[0][0] < 0.25, "the next message must come at once, not after an interval"
+
+
+@pytest.mark.parametrize("last", ["3", "4", "99999999999999999999"])
+def test_nothing_left_gets_204(server: RunningServer, client: httpx.Client, last: str):
+    response = client.get(server.url + "/events", headers={"Last-Event-ID": last})
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("bad", [b"-1", b"abc", b"1.5", b"0x10", b"1" * 21, "²".encode(), b""])
+def test_bad_last_event_id_gets_400_with_a_reason(
+    server: RunningServer, client: httpx.Client, bad: bytes
+):
+    response = client.get(server.url + "/events", headers={"Last-Event-ID": bad})
+    assert response.status_code == 400
+    assert "Last-Event-ID" in response.json()["detail"]
+
+
+def test_heartbeat_comments_fill_silence(serve, client: httpx.Client):
+    running = serve(message_count=2, message_interval=1.0, heartbeat_interval=0.2)
+    with client.stream("GET", running.url + "/events") as response:
+        lines = list(response.iter_lines())
+    heartbeats = [line for line in lines if line.startswith(":")]
+    # 1 s of silence with a 0.2 s heartbeat: about five; at least two leaves room for a slow CI.
+    assert len(heartbeats) >= 2, lines
+
+
+def test_no_heartbeat_when_messages_are_frequent(serve, client: httpx.Client):
+    running = serve(message_count=4, message_interval=0.1, heartbeat_interval=1.0)
+    with client.stream("GET", running.url + "/events") as response:
+        lines = list(response.iter_lines())
+    assert not [line for line in lines if line.startswith(":")]
+
+
+def test_stream_headers(server: RunningServer, client: httpx.Client):
+    with client.stream("GET", server.url + "/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+
+
+def test_a_client_that_leaves_is_forgotten(serve, client: httpx.Client):
+    running = serve(message_count=100, message_interval=0.2)
+    with client.stream("GET", running.url + "/events") as response:
+        lines = response.iter_lines()  # keep it: a dropped line iterator closes the response
+        assert next(lines) == "retry: 3000"
+        assert client.get(running.url + "/healthz").json()["streams"] == 1
+    deadline = time.monotonic() + 2  # the server notices within one interval; allow ten
+    while client.get(running.url + "/healthz").json()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get(running.url + "/healthz").json()["streams"] == 0
+
+
+def test_many_clients_stream_at_once(serve):
+    """Streams never block each other: 50 clients finish in about one stream's time."""
+    running = serve(message_count=3, message_interval=0.3)
+    results: list[int] = []
+
+    def one_client() -> None:
+        with httpx.Client(timeout=10) as own:
+            results.append(len(messages(read_stream(own, running.url))))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=one_client) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert results == [3] * 50
+    # One stream takes 0.6 s; a server that served them in turn would take 30 s.
+    assert time.monotonic() - started < 6
