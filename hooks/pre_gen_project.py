@@ -12,7 +12,8 @@ import math
 import re
 import sys
 
-ANSWERS: dict[str, object] = json.loads({{ cookiecutter | tojson | tojson }})
+# cookiecutter renders this file first; the raw string then holds every answer as JSON.
+ANSWERS: dict[str, object] = json.loads(r"""{{ cookiecutter | tojson }}""")
 
 SLUG = re.compile(r"[a-z][a-z0-9_]*\Z")
 # Names a baked package must not take: it would shadow the module of that name.

@@ -30,9 +30,7 @@ def run_server(settings: Settings) -> Iterator[RunningServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), log_level="warning", timeout_graceful_shutdown=3
-    )
+    config = uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -67,4 +65,3 @@ def server(serve: Callable[..., RunningServer]) -> RunningServer:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as client:
         yield client
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -49,7 +50,7 @@ def test_first_message_at_once_then_one_per_interval(serve, client: httpx.Client
     running = serve(message_count=4, message_interval=interval)
     arrivals = [at for at, event in read_stream(client, running.url) if event.event == "message"]
     assert arrivals[0] < interval / 2
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert all(interval * 0.5 <= gap <= interval * 1.5 for gap in gaps), gaps
 
 

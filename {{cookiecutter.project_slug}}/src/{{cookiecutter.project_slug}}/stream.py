@@ -41,7 +41,15 @@ class EventStream:
     watch for the disconnect.
     """
 
-    __slots__ = ("_receive", "_sleeper", "active", "close_reason", "closed", "max_pending", "pending")
+    __slots__ = (
+        "_receive",
+        "_sleeper",
+        "active",
+        "close_reason",
+        "closed",
+        "max_pending",
+        "pending",
+    )
 
     def __init__(self, receive: Receive, max_pending: int) -> None:
         self._receive = receive
