@@ -57,7 +57,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             return await fanout.run(fanout_config, progress)
         except fanout.NotAvailable as exc:
-            return {"unavailable": str(exc)}
+            return {"not_available": str(exc)}
     finally:
         reporter.cancel()
         print(f"  [{args.label}] finished: {progress.line()}", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import http
-from .progress import Progress
+from .progress import Progress, wait_until
 from .sse import Event
 from .stream import StreamResult, stream_events
 
@@ -36,7 +36,7 @@ class NotAvailable(Exception):
 
 
 class Subscriber:
-    __slots__ = ("latencies", "seen", "result")
+    __slots__ = ("latencies", "result", "seen")
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
@@ -105,7 +105,9 @@ async def run(config: FanoutConfig, progress: Progress) -> dict[str, Any]:
     done = asyncio.Event()
     tasks = [asyncio.ensure_future(subscribe(config, s, progress, done)) for s in subs]
     try:
-        await wait_until(lambda: progress.ready + progress.failed >= config.clients, config.deadline)
+        await wait_until(
+            lambda: progress.ready + progress.failed >= config.clients, config.deadline
+        )
         if progress.ready == 0:
             raise NotAvailable(f"no subscriber connected ({first_error(subs)})")
         await asyncio.sleep(SETTLE_SECONDS)
@@ -133,10 +135,3 @@ async def run(config: FanoutConfig, progress: Progress) -> dict[str, Any]:
 
 def first_error(subs: list[Subscriber]) -> str:
     return next((s.result.error for s in subs if s.result.error), "no error recorded")
-
-
-async def wait_until(condition: Any, timeout: float) -> None:
-    """Poll a cheap condition; bounded by `timeout`."""
-    start = time.monotonic()
-    while not condition() and time.monotonic() - start < timeout:
-        await asyncio.sleep(0.05)

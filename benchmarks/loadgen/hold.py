@@ -7,12 +7,11 @@ client is holding, after a settle pause.
 """
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from ..procstat import rss_bytes
-from .progress import Progress
+from .progress import Progress, wait_until
 from .sse import Event
 from .stream import StreamResult, stream_events
 
@@ -59,10 +58,8 @@ async def connect_and_hold(
     tasks = [
         asyncio.ensure_future(hold_client(config.port, progress, release)) for _ in range(clients)
     ]
-    start = time.monotonic()
     target = progress.ready + clients
-    while progress.ready + progress.failed < target and time.monotonic() - start < config.deadline:
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: progress.ready + progress.failed >= target, config.deadline)
     held = clients - (target - progress.ready)
     rss_after = 0
     if measure:

@@ -79,9 +79,7 @@ def decoder_for(headers: dict[str, str]) -> BodyDecoder:
     return BodyDecoder(chunked=False, remaining=int(length) if length is not None else None)
 
 
-async def request(
-    port: int, method: str, path: str, body: bytes = b"", **headers: str
-) -> Response:
+async def request(port: int, method: str, path: str, body: bytes = b"", **headers: str) -> Response:
     reader, writer = await asyncio.open_connection(HOST, port, limit=READ_SIZE)
     try:
         writer.write(build_request(method, path, port, body, **headers))

@@ -3,7 +3,10 @@
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+
+POLL = 0.05
 
 
 @dataclass
@@ -25,3 +28,11 @@ async def report(label: str, progress: Progress, every: float = 1.0) -> None:
         await asyncio.sleep(every)
         elapsed = time.monotonic() - start
         print(f"  [{label}] {elapsed:5.1f}s {progress.line()}", file=sys.stderr, flush=True)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll a cheap condition every POLL seconds, at most `timeout` seconds."""
+    for _ in range(max(1, round(timeout / POLL))):
+        if condition():
+            return
+        await asyncio.sleep(POLL)

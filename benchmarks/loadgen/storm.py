@@ -26,7 +26,7 @@ class StormConfig:
 
 
 class StormClient:
-    __slots__ = ("started", "arrivals", "ended", "result")
+    __slots__ = ("arrivals", "ended", "result", "started")
 
     def __init__(self) -> None:
         self.started = 0.0

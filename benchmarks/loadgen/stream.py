@@ -13,7 +13,7 @@ EXPECTED_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunErr
 
 
 class StreamResult:
-    __slots__ = ("status", "eof", "error")
+    __slots__ = ("eof", "error", "status")
 
     def __init__(self) -> None:
         self.status: int | None = None

@@ -5,6 +5,7 @@ that writes pre-encoded frames straight to `send` on absolute deadlines.
 """
 
 import asyncio
+import contextlib
 import os
 
 from .asgi import Receive, Scope, Send, lifespan, not_found
@@ -39,6 +40,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
     elif scope["type"] == "http" and scope["path"] == "/events":
-        await events(send)
+        # A stream still sleeping when uvicorn's graceful-shutdown timeout cancels it
+        # (S2 holds them for an hour) is expected at shutdown, not an error.
+        with contextlib.suppress(asyncio.CancelledError):
+            await events(send)
     elif scope["type"] == "http":
         await not_found(send)

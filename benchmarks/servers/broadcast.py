@@ -45,6 +45,10 @@ async def subscribe(channel: str, send: Send) -> None:
         while (frame := await queue.get()) is not CLOSE:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        # Without a disconnect watcher, streams whose client left are still waiting here
+        # when uvicorn's graceful-shutdown timeout cancels them: expected, not an error.
+        pass
     finally:
         subscribers.discard(queue)
 

@@ -1,0 +1,50 @@
+"""Bake the template this directory sits in, once per broker, into a temporary folder."""
+
+import json
+from pathlib import Path
+
+from cookiecutter.main import cookiecutter
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+
+
+class BakeUnavailable(Exception):
+    """The template cannot produce what was asked (yet); the reason says why."""
+
+
+def template_prompts() -> dict[str, object]:
+    path = TEMPLATE_DIR / "cookiecutter.json"
+    if not path.exists():
+        raise BakeUnavailable(f"no {path.name} in {TEMPLATE_DIR}")
+    return dict(json.loads(path.read_text()))
+
+
+def bake(broker: str, output_dir: Path) -> Path:
+    """Return the baked project's `src` folder (the uvicorn --app-dir)."""
+    prompts = template_prompts()
+    context: dict[str, str] = {}
+    if "broker" in prompts:
+        context["broker"] = broker
+    elif broker != "memory":
+        raise BakeUnavailable(f"the template has no `broker` prompt, so no {broker} broker")
+    project = Path(
+        cookiecutter(
+            str(TEMPLATE_DIR),
+            no_input=True,
+            output_dir=str(output_dir / broker),
+            extra_context=context,
+        )
+    )
+    src = project / "src"
+    package = str(prompts.get("package_name", "sse_demo"))
+    if not (src / package / "main.py").exists():
+        # Fall back to whatever package the bake produced (a renamed default slug).
+        mains = sorted(src.glob("*/main.py"))
+        if not mains:
+            raise BakeUnavailable(f"baked project has no src/<package>/main.py under {src}")
+    return src
+
+
+def app_module(src: Path) -> str:
+    main = sorted(src.glob("*/main.py"))[0]
+    return f"{main.parent.name}.main:app"

@@ -1,0 +1,147 @@
+"""results.json and results.md: every row, side by side per size, with ratios to the limit."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .stats import ratio
+from .targets import REFERENCE
+
+Row = dict[str, Any]
+TITLES = {
+    "s1": "S1 storm: N clients connect at once to `/events`",
+    "s2": "S2 hold: N idle connections",
+    "s3": "S3 fan-out: N subscribers on one channel, one publisher",
+}
+
+
+def write_json(path: Path, meta: dict[str, Any], rows: list[Row]) -> None:
+    path.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+
+
+def seconds(value: float | None, lower_bound: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{'≥ ' if lower_bound else ''}{value:.3f}"
+
+
+def times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def s1_cells(row: Row, ref: Row | None) -> list[str]:
+    ref = ref or {}
+    return [
+        f"{row['completed']:,} of {row['clients']:,}",
+        seconds(row["ttfe_p99"]),
+        seconds(row["lateness_p99"], row["lateness_is_lower_bound"]),
+        times(ratio(row["lateness_p99"], ref.get("lateness_p99"))),
+        number(row["cpu_s"], 2),
+        times(ratio(row["cpu_s"], ref.get("cpu_s"))),
+        number(row["peak_rss_mb"]),
+    ]
+
+
+def s2_cells(row: Row, ref: Row | None) -> list[str]:
+    ref = ref or {}
+    return [
+        f"{row['held']:,} of {row['clients']:,}",
+        number(row["rss_per_conn_kb"]),
+        times(ratio(row["rss_per_conn_kb"], ref.get("rss_per_conn_kb"))),
+        f"{row['rss_before_mb']:.1f} → {row['rss_after_mb']:.1f}",
+    ]
+
+
+def s3_cells(row: Row, ref: Row | None) -> list[str]:
+    ref = ref or {}
+    return [
+        f"{row['deliveries']:,} of {row['expected']:,}",
+        seconds(row["latency_p50"]),
+        seconds(row["latency_p99"]),
+        times(ratio(row["latency_p99"], ref.get("latency_p99"))),
+        number(row["cpu_s"], 2),
+        times(ratio(row["cpu_s"], ref.get("cpu_s"))),
+        number(row["peak_rss_mb"]),
+    ]
+
+
+HEADERS = {
+    "s1": [
+        "complete",
+        "TTFE p99 s",
+        "lateness p99 s",
+        "vs bare",
+        "CPU s",
+        "vs bare",
+        "peak RSS MB",
+    ],
+    "s2": ["held", "RSS/conn KB", "vs bare", "RSS MB before → after"],
+    "s3": [
+        "deliveries",
+        "p50 s",
+        "p99 s",
+        "vs bare_broadcast",
+        "CPU s",
+        "vs bare_broadcast",
+        "peak RSS MB",
+    ],
+}
+CELLS: dict[str, Callable[[Row, Row | None], list[str]]] = {
+    "s1": s1_cells,
+    "s2": s2_cells,
+    "s3": s3_cells,
+}
+
+
+def scenario_table(scenario: str, rows: list[Row]) -> list[str]:
+    lines = [
+        f"### {TITLES[scenario]}",
+        "",
+        "| N | server | " + " | ".join(HEADERS[scenario]) + " |",
+        "|---|---|" + "---|" * len(HEADERS[scenario]),
+    ]
+    for clients in sorted({r["clients"] for r in rows}):
+        size_rows = [r for r in rows if r["clients"] == clients]
+        ref = next(
+            (r for r in size_rows if r["server"] == REFERENCE[scenario] and r["status"] == "ok"),
+            None,
+        )
+        for row in size_rows:
+            if row["status"] == "ok":
+                cells = CELLS[scenario](row, ref)
+            else:
+                cells = [f"{row['status']}: {row.get('reason', '')}"] + [""] * (
+                    len(HEADERS[scenario]) - 1
+                )
+            lines.append(f"| {clients:,} | {row['server']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def markdown(meta: dict[str, Any], rows: list[Row]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in meta["environment"]["versions"].items() if v)
+    env = meta["environment"]
+    lines = [
+        "## SSE benchmark",
+        "",
+        f"{env['date']}; {env['cores']} cores ({env['cpu']}); Python {env['python']}; "
+        f"Linux {env['kernel']}; one uvicorn worker (uvloop + httptools).",
+        f"Versions: {versions}.",
+        f"Settings: {meta['settings']}.",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+    ]
+    for scenario in TITLES:
+        scenario_rows = [r for r in rows if r["scenario"] == scenario]
+        if scenario_rows:
+            lines += scenario_table(scenario, scenario_rows)
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, meta: dict[str, Any], rows: list[Row]) -> None:
+    path.write_text(markdown(meta, rows))

@@ -1,0 +1,113 @@
+"""The servers a run can measure, and how to start one on a free loopback port."""
+
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bake, procs, redis_server
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+UVICORN_BACKLOG = 4096  # Linux caps it at net.core.somaxconn (4096 here); same for all
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    scenarios: frozenset[str]
+    module: str | None = None  # a comparison server: `benchmarks.servers.<x>:app`
+    broker: str | None = None  # the baked app, baked with this broker
+
+
+S1_S2 = frozenset({"s1", "s2"})
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        Target("tutorial", S1_S2, module="benchmarks.servers.tutorial:app"),
+        Target("fastapi_sse", S1_S2, module="benchmarks.servers.fastapi_sse:app"),
+        Target("sse_starlette", S1_S2, module="benchmarks.servers.starlette_sse:app"),
+        Target("bare", S1_S2, module="benchmarks.servers.bare:app"),
+        Target("bare_broadcast", frozenset({"s3"}), module="benchmarks.servers.broadcast:app"),
+        Target("baked", frozenset({"s1", "s2", "s3"}), broker="memory"),
+        Target("baked_redis", frozenset({"s1", "s2", "s3"}), broker="redis"),
+    ]
+}
+# Each scenario's limit, the denominator of every ratio in the report.
+REFERENCE = {"s1": "bare", "s2": "bare", "s3": "bare_broadcast"}
+
+
+class Unavailable(Exception):
+    """This target cannot run here (not baked yet, no redis-server, ...)."""
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    pid: int
+    port: int
+
+
+class Bakery:
+    """Bakes the template once per broker per run, into one temporary folder."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="sse-bench-")
+        self._baked: dict[str, Path | Exception] = {}
+
+    def src(self, broker: str) -> Path:
+        if broker not in self._baked:
+            try:
+                self._baked[broker] = bake.bake(broker, Path(self._tmp.name))
+            except Exception as exc:  # any bake failure makes only this target unavailable
+                self._baked[broker] = exc
+        baked = self._baked[broker]
+        if isinstance(baked, Exception):
+            raise Unavailable(f"bake with broker={broker} failed: {baked}")
+        return baked
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+@contextmanager
+def launch(target: Target, env: Mapping[str, str], bakery: Bakery) -> Iterator[Server]:
+    """Start `target` under uvicorn (one worker, uvloop + httptools); stop it on exit."""
+    port = procs.free_port()
+    server_env = dict(env)
+    if target.broker is not None:
+        src = bakery.src(target.broker)
+        app, app_dir = bake.app_module(src), str(src)
+    else:
+        assert target.module is not None
+        app, app_dir = target.module, str(REPO_ROOT)
+    with ExitStack() as stack:
+        if target.broker == "redis":
+            try:
+                server_env["SSE_REDIS_URL"] = stack.enter_context(redis_server.redis_url())
+            except redis_server.RedisUnavailable as exc:
+                raise Unavailable(str(exc)) from exc
+        argv = procs.python_module(
+            "benchmarks.serve",
+            app,
+            "--app-dir",
+            app_dir,
+            "--host",
+            procs.HOST,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--backlog",
+            str(UVICORN_BACKLOG),
+            # Streams that outlive the scenario must not hold the server up for ever.
+            "--timeout-graceful-shutdown",
+            "2",
+        )
+        proc = stack.enter_context(procs.running(argv, env=server_env, port=port, cwd=REPO_ROOT))
+        yield Server(target.name, proc.pid, port)
