@@ -1,0 +1,84 @@
+"""The benchmark keeps working: one tiny run of every scenario against every server.
+
+Only completion and outputs are checked. Timings on a shared CI machine are noise, so no
+test here ever compares a latency, a CPU time or a memory figure to a threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TEMPLATE = Path(__file__).resolve().parent.parent
+CLIENTS = 20
+TINY_RUN = [
+    "--scenario", "s1,s2,s3",
+    "--clients", str(CLIENTS),
+    "--count", "2",
+    "--interval", "0.2",
+    "--messages", "2",
+    "--publish-interval", "0.2",
+    "--deadline", "20",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *TINY_RUN, "--out", str(out)],
+        cwd=TEMPLATE,
+        check=True,
+        timeout=240,
+    )
+    return out
+
+
+def rows(out: Path) -> list[dict[str, Any]]:
+    return list(json.loads((out / "results.json").read_text())["results"])
+
+
+def row(out: Path, scenario: str, server: str) -> dict[str, Any]:
+    return next(r for r in rows(out) if r["scenario"] == scenario and r["server"] == server)
+
+
+def test_writes_json_markdown_and_png(tiny_run: Path) -> None:
+    assert rows(tiny_run)
+    assert "S1 storm" in (tiny_run / "results.md").read_text()
+    assert (tiny_run / "latency_p99.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_every_server_gets_a_row_for_every_scenario_it_serves(tiny_run: Path) -> None:
+    measured = {(r["scenario"], r["server"]) for r in rows(tiny_run)}
+    assert {("s1", "tutorial"), ("s1", "fastapi_sse"), ("s1", "sse_starlette")} <= measured
+    assert {("s2", "bare"), ("s3", "bare_broadcast"), ("s3", "baked")} <= measured
+
+
+def test_no_server_errors(tiny_run: Path) -> None:
+    # "not available" (e.g. no redis-server here) is allowed; a crash is not.
+    assert [r for r in rows(tiny_run) if r["status"] == "error"] == []
+
+
+@pytest.mark.parametrize("server", ["bare", "baked"])
+def test_every_storm_client_completes(tiny_run: Path, server: str) -> None:
+    result = row(tiny_run, "s1", server)
+    assert result["status"] == "ok", result.get("reason")
+    assert result["completed"] == CLIENTS
+
+
+@pytest.mark.parametrize("server", ["bare", "baked"])
+def test_every_hold_connection_is_held(tiny_run: Path, server: str) -> None:
+    result = row(tiny_run, "s2", server)
+    assert result["status"] == "ok", result.get("reason")
+    assert result["held"] == CLIENTS
+
+
+def test_bare_broadcast_delivers_every_message(tiny_run: Path) -> None:
+    result = row(tiny_run, "s3", "bare_broadcast")
+    assert result["status"] == "ok", result.get("reason")
+    assert result["deliveries"] == result["expected"] == CLIENTS * 2
