@@ -1,0 +1,319 @@
+"""The page in a real browser: Chromium, driven by Playwright, against a real server.
+
+Chromium is looked up in $SSE_TEST_CHROMIUM, then the usual system paths, then
+Playwright's own download (`playwright install chromium`). Without one these tests skip,
+unless SSE_REQUIRE_BROWSER=1 (as in CI), which turns a missing browser into a failure.
+Each test saves a screenshot of the page's final state and prints its path
+(`pytest -s tests/test_browser.py` shows them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from {{ cookiecutter.project_slug }} import main
+from {{ cookiecutter.project_slug }}.demo import END
+from {{ cookiecutter.project_slug }}.sse import encode_event
+
+from conftest import RunningServer
+
+try:
+    from playwright.sync_api import BrowserContext, BrowserType, Page, sync_playwright
+except ImportError:  # the skip (or failure) below says what to install
+    sync_playwright = None
+
+SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+INSTALL_HINT = (
+    "no Chromium for the browser tests: install it (apt install chromium, or "
+    "`playwright install chromium`) or set SSE_TEST_CHROMIUM to its path"
+)
+# Headless, and quiet: no sandbox (containers, root in CI), and none of the background
+# traffic (updates, sync, field trials) a browser starts on its own.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-gpu",
+]
+# Runs in the page before its own script: records when each message appears and every
+# state the badge shows, so the tests see what the user saw, not only the end result.
+RECORDER = """
+window.arrivals = [];
+window.states = [];
+new MutationObserver((records) => {
+  for (const record of records) {
+    if (record.type === "attributes" && record.target.id === "demo-state") {
+      window.states.push(record.target.dataset.state);
+    }
+    for (const node of record.addedNodes) {
+      if (node.nodeName === "LI" && node.parentNode && node.parentNode.id === "messages") {
+        window.arrivals.push(performance.now() / 1000);
+      }
+    }
+  }
+}).observe(document, {
+  childList: true, subtree: true, attributes: true, attributeFilter: ["data-state"],
+});
+"""
+
+
+def unavailable(reason: str) -> NoReturn:
+    if os.environ.get("SSE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"SSE_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)  # one line for the module, not one per test
+
+
+def find_chromium() -> str | None:
+    """The browser's path, or None for Playwright's own; skips the module without one."""
+    if sync_playwright is None:
+        unavailable("Playwright is missing: pip install -e '.[test]'")
+    configured = os.environ.get("SSE_TEST_CHROMIUM")
+    if configured:
+        if not (shutil.which(configured) or Path(configured).is_file()):
+            unavailable(f"SSE_TEST_CHROMIUM={configured!r} is not an executable")
+        return configured
+    system = next((path for path in SYSTEM_CHROMIUMS if os.access(path, os.X_OK)), None)
+    if system is not None:
+        return system
+    with sync_playwright() as playwright:
+        if Path(playwright.chromium.executable_path).exists():
+            return None
+    unavailable(INSTALL_HINT)
+
+
+CHROMIUM = find_chromium()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[BrowserType]:
+    with sync_playwright() as playwright:
+        yield playwright.chromium
+
+
+@pytest.fixture
+def open_page(chromium: BrowserType, tmp_path: Path) -> Iterator[Callable[[str], Page]]:
+    """`open_page(url)`: a fresh browser profile with the recorder, showing `url`."""
+    contexts: list[BrowserContext] = []
+
+    def opener(url: str) -> Page:
+        context = chromium.launch_persistent_context(
+            tmp_path / f"profile-{len(contexts)}",
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 800, "height": 600},
+        )
+        contexts.append(context)
+        context.set_default_timeout(15_000)
+        page = context.pages[0] if context.pages else context.new_page()
+        page.add_init_script(RECORDER)
+        page.goto(url)
+        return page
+
+    yield opener
+    for context in contexts:
+        context.close()
+
+
+def screenshot(page: Page, tmp_path: Path) -> Path:
+    path = tmp_path / "final-page.png"
+    page.screenshot(path=path, full_page=True)
+    print(f"screenshot of the final page: {path}")
+    return path
+
+
+def wait_until_done(page: Page, timeout_s: float) -> None:
+    page.wait_for_function(
+        "document.getElementById('demo-state').dataset.state === 'done'",
+        timeout=timeout_s * 1000,
+    )
+
+
+def shown_messages(page: Page) -> list[str]:
+    return page.locator("#messages li").all_text_contents()
+
+
+def test_page_shows_every_message_in_order_then_done(
+    serve: Callable[..., RunningServer], open_page: Callable[[str], Page], tmp_path: Path
+):
+    count, interval = 5, 0.4
+    running = serve(message_count=count, message_interval=interval)
+    page = open_page(running.url + "/")
+    wait_until_done(page, timeout_s=count * interval + 10)
+    screenshot(page, tmp_path)
+
+    assert shown_messages(page) == [f"Message {number}" for number in range(1, count + 1)]
+    assert page.locator("#demo-received").text_content() == str(count)
+    arrivals = page.evaluate("window.arrivals")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert len(gaps) == count - 1
+    assert all(interval * 0.5 <= gap <= interval * 1.5 for gap in gaps), gaps
+    assert page.evaluate("window.states") == ["open", "done"]
+
+
+def test_nothing_arrives_after_the_end(
+    serve: Callable[..., RunningServer], open_page: Callable[[str], Page], tmp_path: Path
+):
+    count, retry_ms = 3, 300
+    running = serve(message_count=count, message_interval=0.1, retry_ms=retry_ms)
+    page = open_page(running.url + "/")
+    wait_until_done(page, timeout_s=10)
+    stream_requests: list[str] = []
+    page.on("request", lambda request: stream_requests.append(request.url))
+
+    # Long enough for two reconnections, had the page (wrongly) let EventSource go on.
+    page.wait_for_timeout(2 * retry_ms + 1000)
+    screenshot(page, tmp_path)
+    assert shown_messages(page) == [f"Message {number}" for number in range(1, count + 1)]
+    assert page.locator("#demo-state").get_attribute("data-state") == "done"
+    assert not [url for url in stream_requests if url.endswith("/events")], stream_requests
+
+
+class Relay:
+    """A TCP relay on loopback, between the browser and the server, that can cut the line.
+
+    `cut()` closes every connection open through it (the browser sees its stream drop, as
+    when a proxy restarts or Wi-Fi goes away) and keeps accepting new ones.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.requests = bytearray()  # everything the browser sent, to check its headers
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._run(),))
+
+    def __enter__(self) -> Relay:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the relay did not start")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop_now)
+        self._thread.join(10)
+        self._loop.close()
+
+    def cut(self) -> None:
+        done = threading.Event()
+
+        def close_all() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+            done.set()
+
+        self._loop.call_soon_threadsafe(close_all)
+        done.wait(5)
+
+    def _stop_now(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+
+    async def _connection(
+        self, browser_in: asyncio.StreamReader, browser_out: asyncio.StreamWriter
+    ) -> None:
+        server_in, server_out = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {browser_out, server_out}
+        try:
+            await asyncio.gather(
+                self._pipe(browser_in, server_out, record=True),
+                self._pipe(server_in, browser_out, record=False),
+            )
+        finally:
+            for writer in (browser_out, server_out):
+                self._writers.discard(writer)
+                writer.transport.abort()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, record: bool
+    ) -> None:
+        with suppress(ConnectionError, OSError):
+            while chunk := await reader.read(65536):
+                if record:
+                    self.requests += chunk
+                writer.write(chunk)
+                await writer.drain()
+        writer.transport.abort()  # one side gone: drop the other too, like a cut line
+
+
+def test_a_dropped_connection_resumes_without_gap_or_duplicate(
+    serve: Callable[..., RunningServer], open_page: Callable[[str], Page], tmp_path: Path
+):
+    count, interval = 5, 0.6
+    running = serve(message_count=count, message_interval=interval, retry_ms=300)
+    with Relay(int(running.url.rsplit(":", 1)[1])) as relay:
+        page = open_page(f"http://127.0.0.1:{relay.port}/")
+        page.wait_for_function("document.querySelectorAll('#messages li').length >= 2")
+        relay.cut()
+        wait_until_done(page, timeout_s=count * interval + 10)
+        screenshot(page, tmp_path)
+
+    assert shown_messages(page) == [f"Message {number}" for number in range(1, count + 1)]
+    ids = page.locator("#messages li").evaluate_all("items => items.map(i => i.dataset.id)")
+    assert ids == [str(number) for number in range(1, count + 1)]
+    states = page.evaluate("window.states")
+    assert "reconnecting" in states and states[-1] == "done", states
+    # The browser resumed from where it was cut, not from the start.
+    resumed = re.findall(rb"(?im)^last-event-id: *(\d+)", bytes(relay.requests))
+    assert resumed == [b"2"], bytes(relay.requests)
+
+
+HOSTILE = [
+    "<script>window.injected = 'script'</script>",
+    '<img src="x" onerror="window.injected = \'img\'">',
+    "</li><b onmouseover=alert(1)>bold?</b>",
+]
+
+
+def test_message_markup_is_shown_as_text_and_never_runs(
+    serve: Callable[..., RunningServer],
+    open_page: Callable[[str], Page],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    async def hostile_messages(stream: object, **_: object):
+        for number, text in enumerate(HOSTILE, start=1):
+            yield encode_event(text, id=str(number))
+        yield END
+
+    # The demo's text is fixed; swap in a source whose messages are markup.
+    monkeypatch.setattr(main, "count_messages", hostile_messages)
+    running = serve(message_count=len(HOSTILE))
+    page = open_page(running.url + "/")
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    wait_until_done(page, timeout_s=10)
+    page.wait_for_timeout(300)  # time for a broken image's onerror to fire, if there were one
+    screenshot(page, tmp_path)
+
+    assert shown_messages(page) == HOSTILE
+    assert page.evaluate("window.injected") is None
+    assert page.locator("#messages script, #messages img, #messages b").count() == 0
+    assert dialogs == []
