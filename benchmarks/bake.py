@@ -12,16 +12,16 @@ class BakeUnavailable(Exception):
     """The template cannot produce what was asked (yet); the reason says why."""
 
 
-def template_prompts() -> dict[str, object]:
-    path = TEMPLATE_DIR / "cookiecutter.json"
+def template_prompts(template: Path) -> dict[str, object]:
+    path = template / "cookiecutter.json"
     if not path.exists():
-        raise BakeUnavailable(f"no {path.name} in {TEMPLATE_DIR}")
+        raise BakeUnavailable(f"no {path.name} in {template}")
     return dict(json.loads(path.read_text()))
 
 
-def bake(broker: str, output_dir: Path) -> Path:
+def bake(broker: str, output_dir: Path, template: Path = TEMPLATE_DIR) -> Path:
     """Return the baked project's `src` folder (the uvicorn --app-dir)."""
-    prompts = template_prompts()
+    prompts = template_prompts(template)
     context: dict[str, str] = {}
     if "broker" in prompts:
         context["broker"] = broker
@@ -29,7 +29,7 @@ def bake(broker: str, output_dir: Path) -> Path:
         raise BakeUnavailable(f"the template has no `broker` prompt, so no {broker} broker")
     project = Path(
         cookiecutter(
-            str(TEMPLATE_DIR),
+            str(template),
             no_input=True,
             output_dir=str(output_dir / broker),
             extra_context=context,

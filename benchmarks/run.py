@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import environment, plot, report, scenarios
+from .bake import TEMPLATE_DIR
 from .limits import raise_nofile
 from .targets import TARGETS, Bakery, Unavailable, launch
 
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--publish-interval", type=float, default=1.0, help="s3: seconds")
     parser.add_argument("--loadgen-procs", type=int, default=1, help="s1: load processes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--template", type=Path, default=TEMPLATE_DIR, help="template to bake (default: this repo)"
+    )
     args = parser.parse_args(argv)
     unknown = [s for s in args.servers if s not in TARGETS] + [
         s for s in args.scenario if s not in scenarios.RUNNERS
@@ -91,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),
         "settings": settings.__dict__,
+        "template": str(args.template),
         "environment": environment.describe(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    bakery = Bakery()
+    bakery = Bakery(args.template)
     try:
         for scenario in args.scenario:
             sizes = getattr(args, f"{scenario}_clients") or args.clients

@@ -51,14 +51,15 @@ class Server:
 class Bakery:
     """Bakes the template once per broker per run, into one temporary folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, template: Path = bake.TEMPLATE_DIR) -> None:
+        self._template = template
         self._tmp = tempfile.TemporaryDirectory(prefix="sse-bench-")
         self._baked: dict[str, Path | Exception] = {}
 
     def src(self, broker: str) -> Path:
         if broker not in self._baked:
             try:
-                self._baked[broker] = bake.bake(broker, Path(self._tmp.name))
+                self._baked[broker] = bake.bake(broker, Path(self._tmp.name), self._template)
             except Exception as exc:  # any bake failure makes only this target unavailable
                 self._baked[broker] = exc
         baked = self._baked[broker]
