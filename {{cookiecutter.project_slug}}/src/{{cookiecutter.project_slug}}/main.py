@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from .demo import BadLastEventId, count_messages, parse_last_event_id
 from .hub import StreamHub
+from .routing import StreamingFastAPI
 from .settings import Settings, load_settings
 from .stream import EventStreamResponse
 
@@ -22,7 +23,7 @@ HERE = Path(__file__).parent
 TITLE = {{ cookiecutter.project_name | tojson }}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> StreamingFastAPI:
     settings = settings or load_settings()
     hub = StreamHub(heartbeat_interval=settings.heartbeat_interval)
     templates = Jinja2Templates(directory=HERE / "templates")
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await hub.stop()
 
-    app = FastAPI(title=TITLE, lifespan=lifespan)
+    app = StreamingFastAPI(title=TITLE, lifespan=lifespan)
     app.state.settings = settings
     app.state.hub = hub
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"title": TITLE, "count": settings.message_count},
         )
 
-    @app.get(
+    @app.stream(
         "/events",
         response_class=EventStreamResponse,
         responses={
