@@ -187,11 +187,13 @@ class Relay:
     """A TCP relay on loopback, between the browser and the server, that can cut the line.
 
     `cut()` closes every connection open through it (the browser sees its stream drop, as
-    when a proxy restarts or Wi-Fi goes away) and keeps accepting new ones.
+    when a proxy restarts or Wi-Fi goes away) and keeps accepting new ones. While `refusal`
+    is set, new connections get it as the answer instead, as from a proxy whose app is down.
     """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
+        self.refusal: bytes | None = None
         self.port = 0
         self.requests = bytearray()  # everything the browser sent, to check its headers
         self._writers: set[asyncio.StreamWriter] = set()
@@ -239,6 +241,13 @@ class Relay:
     async def _connection(
         self, browser_in: asyncio.StreamReader, browser_out: asyncio.StreamWriter
     ) -> None:
+        if self.refusal is not None:
+            with suppress(ConnectionError, OSError):
+                await browser_in.readuntil(b"\r\n\r\n")
+                browser_out.write(self.refusal)
+                await browser_out.drain()
+            browser_out.transport.abort()
+            return
         server_in, server_out = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers |= {browser_out, server_out}
         try:
@@ -283,6 +292,28 @@ def test_a_dropped_connection_resumes_without_gap_or_duplicate(
     # The browser resumed from where it was cut, not from the start.
     resumed = re.findall(rb"(?im)^last-event-id: *(\d+)", bytes(relay.requests))
     assert resumed == [b"2"], bytes(relay.requests)
+
+
+BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def test_a_refused_reconnect_shows_failed_not_done(
+    serve: Callable[..., RunningServer], open_page: Callable[[str], Page], tmp_path: Path
+):
+    """EventSource gives up on a 502; the page must not claim the stream is complete."""
+    running = serve(message_count=5, message_interval=0.6, retry_ms=300)
+    with Relay(int(running.url.rsplit(":", 1)[1])) as relay:
+        page = open_page(f"http://127.0.0.1:{relay.port}/")
+        page.wait_for_function("document.querySelectorAll('#messages li').length >= 2")
+        relay.refusal = BAD_GATEWAY
+        relay.cut()
+        page.wait_for_function(
+            "document.getElementById('demo-state').dataset.state === 'failed'", timeout=10_000
+        )
+        screenshot(page, tmp_path)
+
+    assert shown_messages(page) == ["Message 1", "Message 2"]
+    assert page.evaluate("window.states") == ["open", "reconnecting", "failed"]
 
 
 HOSTILE = [

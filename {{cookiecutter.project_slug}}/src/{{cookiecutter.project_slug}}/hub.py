@@ -4,32 +4,71 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
+import random
 import signal
 from types import FrameType
 
 from starlette.types import Receive
 
+from .metrics import Metrics
 from .sse import encode_comment
 from .stream import EventStream
 
 HEARTBEAT = encode_comment("ping")
 
+log = logging.getLogger(__name__)
+
 
 class StreamHub:
-    def __init__(self, *, heartbeat_interval: float, max_pending: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        heartbeat_interval: float,
+        max_pending: int = 64,
+        send_timeout: float = 30.0,
+        max_clients: int = 10_000,
+        retry_jitter: float = 0.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.max_pending = max_pending
+        self.send_timeout = send_timeout
+        self.max_clients = max_clients
+        self.retry_jitter = retry_jitter
         self.streams: set[EventStream] = set()
+        self.metrics = metrics or Metrics()
+        #: Events written by this worker's streams, a plain int so that counting costs
+        #: nothing per write; `metrics` catches up on it (see metrics.py).
+        self.events_sent = 0
         self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.streams) >= self.max_clients
+
+    def retry_for(self, retry_ms: int) -> int:
+        """This client's reconnection delay: retry_ms to retry_ms x (1 + jitter).
+
+        After a restart every client reconnects `retry` ms after losing its stream; the
+        same value for all would bring them back in one burst, a spread one evens it out.
+        """
+        if not self.retry_jitter:
+            return retry_ms
+        return random.randint(retry_ms, int(retry_ms * (1 + self.retry_jitter)))
 
     def open(self, receive: Receive) -> EventStream:
         stream = EventStream(receive, self.max_pending)
         self.streams.add(stream)
+        self.metrics.stream_opened()
         return stream
 
     def release(self, stream: EventStream) -> None:
         self.streams.discard(stream)
         stream.close("done")
+        self.metrics.stream_closed(stream.close_reason)
+        self.metrics.count_events(self.events_sent)
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._heartbeats(), name="sse-heartbeats")
@@ -40,23 +79,52 @@ class StreamHub:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        self.metrics.worker_stopped()
 
     def close_all(self) -> None:
-        """End every stream now; clients reconnect (elsewhere) and resume by Last-Event-ID."""
+        """End every stream now; clients reconnect (elsewhere) and resume by Last-Event-ID.
+
+        A stream blocked writing to a client that does not read would hold the shutdown
+        up until SSE_SEND_TIMEOUT: it is dropped at once (it resumes like the others).
+        """
+        ending = sum(not stream.closed for stream in self.streams)
+        if ending:  # once, though both the signal and the lifespan's end call this
+            log.info("event=shutdown streams=%d", ending)
         for stream in list(self.streams):
-            stream.close("shutdown")
+            if stream.writing_since:
+                stream.abort("shutdown")
+            else:
+                stream.close("shutdown")
 
     async def _heartbeats(self) -> None:
         # Ticking at half the interval and pinging streams that wrote nothing since the
-        # last tick means no stream is ever silent for longer than the interval.
-        period = self.heartbeat_interval / 2
+        # last tick means no stream is ever silent for longer than the interval. The same
+        # timer drops writes blocked for longer than the send timeout, ticking n times as
+        # often when that is shorter, so it acts within 1.5 x the timeout.
+        loop = asyncio.get_running_loop()
+        n = max(1, math.ceil(self.heartbeat_interval / self.send_timeout))
+        period = self.heartbeat_interval / 2 / n
+        tick = 0
         while True:
             await asyncio.sleep(period)
+            tick += 1
+            beat = tick % n == 0
+            if beat:
+                self.metrics.count_events(self.events_sent)
+            blocked_before = loop.time() - self.send_timeout
+            stalled: list[EventStream] = []
             for stream in self.streams:
-                if stream.active:
+                if stream.writing_since:
+                    if stream.writing_since < blocked_before:
+                        stalled.append(stream)
+                elif not beat:
+                    continue
+                elif stream.active:
                     stream.active = False
                 else:
                     stream.push(HEARTBEAT)
+            for stream in stalled:
+                stream.abort("stalled")
 
     def close_on_exit_signals(self) -> None:
         """Close every stream as soon as the server is asked to stop.

@@ -25,7 +25,12 @@ TITLE = {{ cookiecutter.project_name | tojson }}
 
 def create_app(settings: Settings | None = None) -> StreamingFastAPI:
     settings = settings or load_settings()
-    hub = StreamHub(heartbeat_interval=settings.heartbeat_interval)
+    hub = StreamHub(
+        heartbeat_interval=settings.heartbeat_interval,
+        send_timeout=settings.send_timeout,
+        max_clients=settings.max_clients,
+        retry_jitter=settings.retry_jitter,
+    )
     templates = Jinja2Templates(directory=HERE / "templates")
 
     @asynccontextmanager
@@ -55,6 +60,7 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
             200: {"description": "Message 1..count, then an `end` event."},
             204: {"description": "Nothing left to send: Last-Event-ID is the last message."},
             400: {"description": "Last-Event-ID is not a whole number >= 0."},
+            503: {"description": "This worker holds SSE_MAX_CLIENTS streams; see Retry-After."},
         },
     )
     async def events(

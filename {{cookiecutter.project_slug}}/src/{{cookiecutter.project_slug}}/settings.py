@@ -22,6 +22,19 @@ class Settings(BaseSettings):
     retry_ms: int = Field(default=3000, ge=0, le=3_600_000)
     """Reconnection delay the server asks browsers to wait after a dropped connection."""
 
+    retry_jitter: float = Field(default=0.5, ge=0, le=10)
+    """Each stream's `retry` is drawn from retry_ms to retry_ms x (1 + jitter), so the
+    clients of a restarted worker come back spread out instead of all at once."""
+
+    send_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Longest a write to one client may wait for it to read, in seconds; then that
+    client is dropped, so one stalled reader holds neither memory nor a socket for long."""
+
+    max_clients: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Open streams per worker; beyond it new streams get 503 with Retry-After, so a
+    flood of clients cannot exhaust the worker's file descriptors or memory."""
+
+
 
 def load_settings() -> Settings:
     """The settings, or exit with one readable line per bad variable."""

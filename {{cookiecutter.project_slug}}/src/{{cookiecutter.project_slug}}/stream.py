@@ -20,6 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from .sse import encode_retry
 
+Abort = Callable[[], None]
+
 if TYPE_CHECKING:
     from .hub import StreamHub
 
@@ -42,6 +44,7 @@ class EventStream:
     """
 
     __slots__ = (
+        "_abort",
         "_receive",
         "_sleeper",
         "active",
@@ -49,11 +52,13 @@ class EventStream:
         "closed",
         "max_pending",
         "pending",
+        "writing_since",
     )
 
     def __init__(self, receive: Receive, max_pending: int) -> None:
         self._receive = receive
         self._sleeper: asyncio.Task[object] | None = None
+        self._abort = _find_abort(receive)
         self.pending: deque[bytes] = deque()
         self.max_pending = max_pending
         self.closed = False
@@ -61,6 +66,10 @@ class EventStream:
         # Set on every write, cleared by the hub's heartbeat timer: an idle stream is one
         # that has not written since the timer last looked.
         self.active = True
+        # Loop time at which the write in progress started, 0.0 while none is. The hub's
+        # timer only ever sees it set while a write is blocked on a client that does not
+        # read (a write that does not block never yields to the loop in between).
+        self.writing_since = 0.0
 
     def push(self, frame: bytes) -> None:
         """Queue a frame; a client this far behind is dropped (it resumes from history)."""
@@ -77,6 +86,11 @@ class EventStream:
             self.closed = True
             self.close_reason = reason
             self._wake()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now, even in the middle of a write that is blocked."""
+        self.close(reason)
+        self._abort()
 
     def take(self) -> bytes:
         """Everything queued, as one write."""
@@ -114,6 +128,26 @@ class EventStream:
             sleeper.cancel()
 
 
+def _find_abort(receive: Receive) -> Abort:
+    """How to drop this client's connection at once, unsent data and all.
+
+    ASGI has no message for it, and a blocked `send()` waits for the client for ever:
+    uvicorn's `send` awaits its flow control until the client reads or the connection is
+    lost. So the hub aborts the transport: uvicorn sees the connection lost, the blocked
+    `send()` returns, and the response ends as for any client that went away, with no
+    exception and no extra task. uvicorn's `receive` (passed through unwrapped by
+    Starlette and FastAPI) is a method of the connection's request cycle, which holds
+    that transport. Under another server, or behind middleware that wraps `receive`,
+    the fallback cancels the request task stuck in `send()`: the server logs the
+    exception and closes the connection.
+    """
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        return abort
+    return asyncio.current_task().cancel  # type: ignore[union-attr]
+
+
 #: Produces the body of one stream: yields bytes to write, parks in `stream.wait()`.
 Source = Callable[[EventStream], AsyncIterator[bytes]]
 
@@ -137,22 +171,50 @@ class EventStreamResponse(Response):
         message = await receive()
         while message["type"] == "http.request" and message.get("more_body", False):
             message = await receive()
-        stream = self.hub.open(receive)
+        hub = self.hub
+        retry_ms = hub.retry_for(self.retry_ms)
+        if hub.full:
+            await _refuse(send, retry_ms, hub.max_clients)
+            return
+        stream = hub.open(receive)
         if message["type"] == "http.disconnect":
             stream.close("gone")
+        clock = asyncio.get_running_loop().time
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await send(_body(encode_retry(self.retry_ms)))
+            await send(_body(encode_retry(retry_ms)))
             async for chunk in self.source(stream):
                 if stream.closed and stream.close_reason == "gone":
                     break
+                # Marked for the hub's timer, which drops a write blocked for longer than
+                # SSE_SEND_TIMEOUT (see _find_abort).
+                stream.writing_since = clock()
                 await send(_body(chunk))
+                stream.writing_since = 0.0
                 stream.active = True
+            # The last write can block as well (a client that stopped reading, at shutdown).
+            stream.writing_since = clock()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            self.hub.release(stream)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            hub.release(stream)
         if self.background is not None:
             await self.background()
+
+
+async def _refuse(send: Send, retry_ms: int, max_clients: int) -> None:
+    """503 with Retry-After: this worker already holds SSE_MAX_CLIENTS streams."""
+    body = (
+        b'{"detail":"This worker has reached its limit of %d open streams; retry later."}'
+        % max_clients
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"retry-after", b"%d" % max(1, -(-retry_ms // 1000))),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _body(chunk: bytes) -> dict[str, object]:

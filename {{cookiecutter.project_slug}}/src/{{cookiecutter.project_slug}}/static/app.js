@@ -33,11 +33,16 @@ function startDemo(panel) {
   });
   source.onerror = () => {
     if (done) return;
-    if (source.readyState === EventSource.CLOSED) {
-      // The server answered a reconnect with 204 (or a fatal error): nothing more comes.
+    if (source.readyState !== EventSource.CLOSED) {
+      setState(state, "reconnecting");
+    } else if (list.children.length >= Number(panel.dataset.count)) {
+      // A reconnect after the last message was answered with 204: nothing more comes.
+      done = true;
       setState(state, "done");
     } else {
-      setState(state, "reconnecting");
+      // EventSource gives up for good on any answer but 200 or 204, e.g. a proxy's 502
+      // while the app restarts. Messages are missing: say so rather than "done".
+      setState(state, "failed");
     }
   };
 }
