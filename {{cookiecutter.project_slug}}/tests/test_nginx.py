@@ -94,18 +94,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def accepting(port: int, process: subprocess.Popen[bytes]) -> bool:
+    """Whether nginx came up on `port` (False once it exited, e.g. the port was taken)."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
         except OSError:
             time.sleep(0.05)
-    errors = log.read_text() if log.exists() else ""
-    raise RuntimeError(f"nginx did not start on port {port}: {errors}")
+        else:
+            return process.poll() is None
+    return False
 
 
 @pytest.fixture
@@ -114,17 +113,19 @@ def proxy(tmp_path: Path) -> Iterator[Callable[..., str]]:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(server: RunningServer, read_timeout: str | None = None) -> str:
-        prefix = tmp_path / f"nginx-{len(processes)}"
-        (prefix / "tmp").mkdir(parents=True)
-        port = free_port()
         app_port = int(server.url.rsplit(":", 1)[1])
-        (prefix / "site.conf").write_text(site_conf(app_port, port, read_timeout))
-        (prefix / "nginx.conf").write_text(MAIN_CONF)
-        log = prefix / "error.log"
-        command = [NGINX, "-p", str(prefix), "-c", "nginx.conf", "-e", str(log)]
-        processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
-        wait_for_port(port, processes[-1], log)
-        return f"http://127.0.0.1:{port}"
+        for _ in range(3):  # another process may take the free port before nginx binds it
+            prefix = tmp_path / f"nginx-{len(processes)}"
+            (prefix / "tmp").mkdir(parents=True)
+            port = free_port()
+            (prefix / "site.conf").write_text(site_conf(app_port, port, read_timeout))
+            (prefix / "nginx.conf").write_text(MAIN_CONF)
+            log = prefix / "error.log"
+            command = [NGINX, "-p", str(prefix), "-c", "nginx.conf", "-e", str(log)]
+            processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
+            if accepting(port, processes[-1]):
+                return f"http://127.0.0.1:{port}"
+        raise RuntimeError(f"nginx did not start: {log.read_text() if log.exists() else ''}")
 
     yield start
     for process in processes:
