@@ -44,6 +44,7 @@ def s1_cells(row: Row, ref: Row | None) -> list[str]:
         number(row["cpu_s"], 2),
         times(ratio(row["cpu_s"], ref.get("cpu_s"))),
         number(row["peak_rss_mb"]),
+        number(row["other_cpu_s"], 2),
     ]
 
 
@@ -67,6 +68,7 @@ def s3_cells(row: Row, ref: Row | None) -> list[str]:
         number(row["cpu_s"], 2),
         times(ratio(row["cpu_s"], ref.get("cpu_s"))),
         number(row["peak_rss_mb"]),
+        number(row["other_cpu_s"], 2),
     ]
 
 
@@ -79,6 +81,7 @@ HEADERS = {
         "CPU s",
         "vs bare",
         "peak RSS MB",
+        "other CPU s",
     ],
     "s2": ["held", "RSS/conn KB", "vs bare", "RSS MB before → after"],
     "s3": [
@@ -89,6 +92,7 @@ HEADERS = {
         "CPU s",
         "vs bare_broadcast",
         "peak RSS MB",
+        "other CPU s",
     ],
 }
 CELLS: dict[str, Callable[[Row, Row | None], list[str]]] = {
@@ -134,6 +138,10 @@ def markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         f"Settings: {meta['settings']}.",
         "",
         f"Command: `{meta['command']}`",
+        "",
+        "`vs bare`: ratio to the limit at the same N in this run. `other CPU s`: CPU used by",
+        "everything but the server and the load generator while measuring (noise: compare",
+        "rows with little of it). `≥`: clients were still waiting at the deadline.",
         "",
     ]
     for scenario in TITLES:

@@ -15,6 +15,7 @@ from typing import Any
 from . import environment, plot, report, scenarios
 from .bake import TEMPLATE_DIR
 from .limits import raise_nofile
+from .machine import wait_for_quiet
 from .targets import TARGETS, Bakery, Unavailable, launch
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=10, help="s3: messages published")
     parser.add_argument("--publish-interval", type=float, default=1.0, help="s3: seconds")
     parser.add_argument("--loadgen-procs", type=int, default=1, help="s1: load processes")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=0.0, help="wait up to this for an idle machine, s"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--template", type=Path, default=TEMPLATE_DIR, help="template to bake (default: this repo)"
@@ -61,6 +65,8 @@ def measure(
     try:
         env = scenarios.server_env(scenario, settings)
         with launch(TARGETS[server_name], env, bakery) as server:
+            if settings.quiet_wait > 0:
+                row["machine_load_before"] = wait_for_quiet(settings.quiet_wait)
             row |= {"status": "ok"} | scenarios.RUNNERS[scenario](server, clients, settings)
     except Unavailable as exc:
         row |= {"status": "not available", "reason": str(exc)}
@@ -70,7 +76,15 @@ def measure(
 
 
 def summary(row: dict[str, Any]) -> str:
-    keys = ["completed", "lateness_p99", "cpu_s", "held", "rss_per_conn_kb", "latency_p99"]
+    keys = [
+        "completed",
+        "lateness_p99",
+        "cpu_s",
+        "loadgen_cpu_s",
+        "held",
+        "rss_per_conn_kb",
+        "latency_p99",
+    ]
     parts = [
         f"{k}={row[k]:.3f}" if isinstance(row.get(k), float) else f"{k}={row[k]}"
         for k in keys
@@ -91,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         loadgen_procs=args.loadgen_procs,
         messages=args.messages,
         publish_interval=args.publish_interval,
+        quiet_wait=args.quiet_wait,
     )
     meta = {
         "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import procs
+from .machine import busy_seconds
 from .procstat import cpu_seconds, peak_rss_bytes
 from .stats import percentile
 from .targets import Server
@@ -28,6 +29,7 @@ class Settings:
     loadgen_procs: int = 1
     messages: int = 10
     publish_interval: float = 1.0
+    quiet_wait: float = 0.0  # seconds to wait for an idle machine before each server
 
 
 def server_env(scenario: str, settings: Settings) -> dict[str, str]:
@@ -97,9 +99,10 @@ def storm(server: Server, clients: int, settings: Settings) -> dict[str, Any]:
         )
         for share in split(clients, settings.loadgen_procs)
     ]
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before, busy_before = cpu_seconds(server.pid), busy_seconds()
     parts = run_loadgens(argvs, settings.deadline + KILL_SLACK)
     cpu = cpu_seconds(server.pid) - cpu_before
+    loadgen_cpu = sum(p["loadgen_cpu_s"] for p in parts)
     lateness = [x for p in parts for x in p["lateness"]]
     return {
         "completed": sum(p["completed"] for p in parts),
@@ -111,6 +114,8 @@ def storm(server: Server, clients: int, settings: Settings) -> dict[str, Any]:
         # Missing events were counted with the lateness reached at the deadline.
         "lateness_is_lower_bound": any(p["censored"] for p in parts),
         "cpu_s": cpu,
+        "loadgen_cpu_s": loadgen_cpu,
+        "other_cpu_s": busy_seconds() - busy_before - cpu - loadgen_cpu,
         "peak_rss_mb": peak_rss_bytes(server.pid) / MB,
         "errors": merge_counts(p["errors"] for p in parts),
     }
@@ -143,11 +148,13 @@ def fanout(server: Server, clients: int, settings: Settings) -> dict[str, Any]:
         "--deadline",
         str(settings.deadline),
     )
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before, busy_before = cpu_seconds(server.pid), busy_seconds()
     timeout = 2 * settings.deadline + settings.messages * settings.publish_interval + KILL_SLACK
     (part,) = run_loadgens([argv], timeout)
     if "not_available" in part:
         return {"status": "not available", "reason": part["not_available"]}
+    cpu = cpu_seconds(server.pid) - cpu_before
+    other = busy_seconds() - busy_before - cpu - part["loadgen_cpu_s"]
     return {
         "subscribed": part["subscribed"],
         "published": part["published"],
@@ -157,7 +164,9 @@ def fanout(server: Server, clients: int, settings: Settings) -> dict[str, Any]:
         "latency_p50": percentile(part["latency"], 50),
         "latency_p99": percentile(part["latency"], 99),
         "latency_max": max(part["latency"], default=None),
-        "cpu_s": cpu_seconds(server.pid) - cpu_before,
+        "cpu_s": cpu,
+        "loadgen_cpu_s": part["loadgen_cpu_s"],
+        "other_cpu_s": other,
         "peak_rss_mb": peak_rss_bytes(server.pid) / MB,
         "errors": part["errors"],
     }

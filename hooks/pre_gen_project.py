@@ -70,6 +70,16 @@ def check_interval(value: str) -> str | None:
     return None if math.isfinite(interval) and 0 <= interval <= 3600 else allowed
 
 
+BROKERS = ("memory", "redis")
+
+
+def check_broker(value: str) -> str | None:
+    # Compared as given, not stripped: the bake tests the exact answer to pick its files.
+    if str(ANSWERS.get("broker", "")) not in BROKERS:
+        return " or ".join(BROKERS)
+    return None
+
+
 CHECKS = {
     "project_name": check_text,
     "project_slug": check_slug,
@@ -77,6 +87,7 @@ CHECKS = {
     "author_name": check_text,
     "message_count": check_count,
     "message_interval": check_interval,
+    "broker": check_broker,
 }
 
 

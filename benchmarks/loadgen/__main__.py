@@ -7,6 +7,7 @@ against the server's; the runner starts it and reads the JSON.
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 from typing import Any
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         from asyncio import run as run_loop
     result = run_loop(run(args))
+    # The load generator's own CPU tells whether it, not the server, was the bottleneck.
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
     json.dump(result, sys.stdout)
 
 

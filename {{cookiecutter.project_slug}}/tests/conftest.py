@@ -15,6 +15,10 @@ import uvicorn
 
 from {{ cookiecutter.project_slug }}.main import create_app
 from {{ cookiecutter.project_slug }}.settings import Settings
+{%- if cookiecutter.broker == "redis" %}
+
+from redis_server import RedisServer, redis_server
+{%- endif %}
 
 
 @dataclass
@@ -48,11 +52,34 @@ def run_server(settings: Settings) -> Iterator[RunningServer]:
         sock.close()
 
 
+{%- if cookiecutter.broker == "redis" %}
+
+
+@pytest.fixture(scope="session")
+def redis_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by using fresh channel names."""
+    # Small stream nodes, so that approximate trimming shows with a short history.
+    options = ("--appendonly", "no", "--stream-node-max-entries", "10")
+    with redis_server(tmp_path_factory.mktemp("redis"), *options) as server:
+        yield server
+
+
+@pytest.fixture
+def serve(redis_db: RedisServer) -> Iterator[Callable[..., RunningServer]]:
+    """`serve(message_count=3, ...)` starts a server with those settings."""
+    with ExitStack() as stack:
+        yield lambda **overrides: stack.enter_context(
+            run_server(Settings(**{"redis_url": redis_db.url, **overrides}))
+        )
+{%- else %}
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., RunningServer]]:
     """`serve(message_count=3, ...)` starts a server with those settings."""
     with ExitStack() as stack:
         yield lambda **overrides: stack.enter_context(run_server(Settings(**overrides)))
+{%- endif %}
 
 
 @pytest.fixture

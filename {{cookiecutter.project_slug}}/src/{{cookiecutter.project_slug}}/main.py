@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -13,6 +14,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from .broker import BrokerUnavailable, create_broker
+from .channels import channel_routes
 from .demo import BadLastEventId, count_messages, parse_last_event_id
 from .hub import StreamHub
 from .routing import StreamingFastAPI
@@ -21,28 +24,40 @@ from .stream import EventStreamResponse
 
 HERE = Path(__file__).parent
 TITLE = {{ cookiecutter.project_name | tojson }}
+log = logging.getLogger("uvicorn.error")
 
 
 def create_app(settings: Settings | None = None) -> StreamingFastAPI:
     settings = settings or load_settings()
     hub = StreamHub(
         heartbeat_interval=settings.heartbeat_interval,
+        max_pending=settings.subscriber_queue,
         send_timeout=settings.send_timeout,
         max_clients=settings.max_clients,
         retry_jitter=settings.retry_jitter,
     )
+    broker = create_broker(settings)
     templates = Jinja2Templates(directory=HERE / "templates")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await broker.start()
+        except BrokerUnavailable as exc:
+            # Refusing to start beats serving a worker that cannot deliver anything: the
+            # process manager shows this line and restarts it.
+            log.error("Cannot start: %s", exc)
+            raise
         await hub.start()
         hub.close_on_exit_signals()
         yield
         await hub.stop()
+        await broker.stop()
 
     app = StreamingFastAPI(title=TITLE, lifespan=lifespan)
     app.state.settings = settings
     app.state.hub = hub
+    app.state.broker = broker
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -82,9 +97,22 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
         )
         return EventStreamResponse(hub, source, retry_ms=settings.retry_ms)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, object]:
-        return {"status": "ok", "streams": len(hub.streams)}
+    app.include_router(channel_routes(hub, broker, settings))
+
+    @app.get(
+        "/healthz",
+        responses={503: {"description": "The broker is unreachable; `reason` says why."}},
+    )
+    async def healthz() -> Response:
+        problem = await broker.check()
+        body: dict[str, object] = {
+            "status": "ok" if problem is None else "unavailable",
+            "streams": len(hub.streams),
+            "broker": broker.name,
+        }
+        if problem is not None:
+            body["reason"] = problem
+        return JSONResponse(body, status_code=200 if problem is None else 503)
 
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,25 @@ class Settings(BaseSettings):
     max_clients: int = Field(default=10_000, ge=1, le=1_000_000)
     """Open streams per worker; beyond it new streams get 503 with Retry-After, so a
     flood of clients cannot exhaust the worker's file descriptors or memory."""
+
+    history_size: int = Field(default=1000, ge=1, le=1_000_000)
+    """Messages kept per channel for clients that reconnect with Last-Event-ID."""
+
+    subscriber_queue: int = Field(default=64, ge=1, le=100_000)
+    """Writes a stream may fall behind by before it is dropped as too slow (it then
+    reconnects and catches up from history); bounds the memory one client can hold."""
+
+    max_message_bytes: int = Field(default=65536, ge=1, le=16 * 1024 * 1024)
+    """Largest `data` a publisher may send, in UTF-8 bytes; larger gets 413."""
+
+    publish_token: SecretStr | None = Field(default=None, min_length=1)
+    """When set, publishing needs `Authorization: Bearer <token>`. Unset, anyone who can
+    reach the service can publish: a deployment must set it."""
+{%- if cookiecutter.broker == "redis" %}
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """The Redis server holding the channels (redis://, rediss:// or unix://)."""
+{%- endif %}
 
 
 

@@ -1,0 +1,211 @@
+"""Broadcast channels: subscribe with replay by Last-Event-ID, publish with limits and auth."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .broker import BadEventId, Broker, BrokerUnavailable, parse_id
+from .hub import StreamHub
+from .settings import Settings
+from .sse import encode_comment
+from .stream import EventStream, EventStreamResponse
+
+CHANNEL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+EVENT_MAX = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A JSON string may spell one byte of text as a 6-character escape (\u0001); anything
+# longer than that can only be over the limit, so it is refused before it is parsed.
+JSON_OVERHEAD = 6
+RETRY_AFTER = "2"
+LIVE = encode_comment("live")
+
+ChannelName = Annotated[
+    str, Path(pattern=CHANNEL_PATTERN, description="Letters, digits, `_`, `.`, `-`; 1-64.")
+]
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="The message; any text, line breaks kept.")
+    event: str = Field(
+        default="message",
+        description="Event name: one line of 1-64 characters, no control characters.",
+    )
+
+    @field_validator("event")
+    @classmethod
+    def _one_short_line(cls, value: str) -> str:
+        if not 1 <= len(value) <= EVENT_MAX or _CONTROL.search(value):
+            raise ValueError(f"event must be 1-{EVENT_MAX} characters without line breaks")
+        return value
+
+
+class Published(BaseModel):
+    id: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def follow(
+    stream: EventStream, *, broker: Broker, channel: str, after: str | None
+) -> AsyncIterator[bytes]:
+    """History after `after` (if given), then live messages, until the stream closes."""
+    subscription = broker.subscribe(channel, stream)
+    try:
+        try:
+            first = await broker.catch_up(subscription, after)
+        except BrokerUnavailable:
+            return  # the client reconnects, and resumes once the broker is back
+        # The comment marks the moment the stream is live: a client that publishes after
+        # seeing it knows the message will reach it.
+        yield first + LIVE
+        while not stream.closed:
+            await stream.wait()
+            if stream.pending:
+                yield stream.take()
+    finally:
+        broker.unsubscribe(subscription)
+
+
+def channel_routes(hub: StreamHub, broker: Broker, settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/channels", tags=["channels"])
+    token = settings.publish_token.get_secret_value().encode() if settings.publish_token else None
+    max_body = settings.max_message_bytes * JSON_OVERHEAD + 1024
+
+    @router.get(
+        "/{channel}/events",
+        response_class=EventStreamResponse,
+        responses={
+            200: {"description": "Replay after Last-Event-ID (or a `reset` event), then live."},
+            400: {"model": Problem, "description": "Last-Event-ID is not an id of this API."},
+            503: {"model": Problem, "description": "The broker is unreachable; retry later."},
+        },
+    )
+    async def subscribe(
+        channel: ChannelName,
+        last_event_id: Annotated[str | None, Header()] = None,
+        resume: Annotated[
+            str | None,
+            Query(
+                alias="last_event_id",
+                description="Same as the Last-Event-ID header, for clients that cannot set "
+                "headers (a new EventSource); the header wins.",
+            ),
+        ] = None,
+    ) -> Response:
+        """Every message published to the channel from now on.
+
+        With `Last-Event-ID`, first every message after that id still in the channel's
+        history; if the id is too old or unknown, a `reset` event says so instead, and
+        carries the newest id.
+        """
+        after = last_event_id if last_event_id is not None else resume
+        if after is not None:
+            after = after.strip()
+            try:
+                parse_id(after)
+            except BadEventId as exc:
+                return problem(400, str(exc))
+        if not broker.available:
+            return problem(503, "the message broker is unreachable", {"Retry-After": RETRY_AFTER})
+        source = partial(follow, broker=broker, channel=channel, after=after)
+        return EventStreamResponse(hub, source, retry_ms=settings.retry_ms)
+
+    @router.post(
+        "/{channel}/messages",
+        status_code=201,
+        response_model=Published,
+        responses={
+            401: {"model": Problem, "description": "A publish token is set; none was sent."},
+            403: {"model": Problem, "description": "The token sent is not the publish token."},
+            413: {"model": Problem, "description": "`data` is over SSE_MAX_MESSAGE_BYTES."},
+            415: {"model": Problem, "description": "The body is not application/json."},
+            503: {"model": Problem, "description": "The broker could not store it; retry."},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PublishRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def publish(
+        channel: ChannelName,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Store a message in the channel and send it to every subscriber.
+
+        `201` means the broker has stored it: from then on it is in the history.
+        """
+        if token is not None:
+            scheme, _, given = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                return problem(
+                    401,
+                    "publishing needs Authorization: Bearer <token>",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            if not secrets.compare_digest(given.strip().encode(), token):
+                return problem(403, "wrong publish token")
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            return problem(415, "send the message as application/json")
+        body = await read_body(request, max_body)
+        if body is None:
+            return problem(413, f"the body is over {max_body} bytes")
+        try:
+            message = PublishRequest.model_validate_json(body)
+        except ValidationError as exc:
+            errors = json.loads(exc.json(include_url=False))
+            raise RequestValidationError(
+                [{**error, "loc": ["body", *error["loc"]]} for error in errors]
+            ) from None
+        try:
+            size = len(message.data.encode())
+        except UnicodeEncodeError:  # a lone surrogate escape, e.g. "\ud800"
+            return problem(422, "data must be valid Unicode text")
+        if size > settings.max_message_bytes:
+            return problem(413, f"data is {size} bytes; the limit is {settings.max_message_bytes}")
+        started = time.perf_counter()
+        try:
+            message_id = await broker.publish(channel, message.event, message.data)
+        except BrokerUnavailable as exc:
+            return problem(503, str(exc), {"Retry-After": RETRY_AFTER})
+        hub.metrics.published(time.perf_counter() - started)
+        return JSONResponse({"id": message_id}, status_code=201)
+
+    return router
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is longer than `limit` (never all of it)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,85 @@
+"""The memory broker on its own: ids, the history ring, fan-out, resets."""
+
+from __future__ import annotations
+
+import asyncio
+
+from {{ cookiecutter.project_slug }}.broker.base import parse_id
+from {{ cookiecutter.project_slug }}.broker.memory import MemoryBroker
+from {{ cookiecutter.project_slug }}.stream import EventStream
+
+
+async def never() -> dict[str, object]:
+    await asyncio.Future()
+    raise AssertionError
+
+
+def stream(max_pending: int = 16) -> EventStream:
+    return EventStream(never, max_pending)
+
+
+def test_ids_increase_per_channel():
+    async def run() -> list[str]:
+        broker = MemoryBroker(history_size=10)
+        return [await broker.publish(channel, "message", "x") for channel in "aab"]
+
+    a1, a2, b1 = asyncio.run(run())
+    assert parse_id(a1) < parse_id(a2)
+    assert a1.split("-")[1] == b1.split("-")[1] == "1"
+
+
+def test_fan_out_pushes_the_same_bytes_to_every_subscriber():
+    async def run() -> list[EventStream]:
+        broker = MemoryBroker(history_size=10)
+        streams = [stream() for _ in range(3)]
+        for each in streams:
+            await broker.catch_up(broker.subscribe("c", each), None)
+        await broker.publish("c", "message", "hello")
+        return streams
+
+    streams = asyncio.run(run())
+    frames = [each.pending[0] for each in streams]
+    assert frames[0].startswith(b"id: ") and frames[0].endswith(b"data: hello\n\n")
+    # Encoded once: one bytes object, shared.
+    assert all(frame is frames[0] for frame in frames)
+
+
+def test_a_full_subscriber_is_closed_not_waited_for():
+    async def run() -> tuple[EventStream, EventStream]:
+        broker = MemoryBroker(history_size=100)
+        slow, fast = stream(max_pending=3), stream(max_pending=100)
+        for each in (slow, fast):
+            await broker.catch_up(broker.subscribe("c", each), None)
+        for n in range(10):
+            await broker.publish("c", "message", str(n))
+        return slow, fast
+
+    slow, fast = asyncio.run(run())
+    assert slow.closed and slow.close_reason == "slow"
+    assert len(fast.pending) == 10 and not fast.closed
+
+
+def test_history_keeps_the_last_n_and_resets_before_them():
+    async def run() -> tuple[bytes, bytes, bytes]:
+        broker = MemoryBroker(history_size=3)
+        ids = [await broker.publish("c", "message", f"m{n}") for n in range(6)]
+        kept = await broker.catch_up(broker.subscribe("c", stream()), ids[2])
+        too_old = await broker.catch_up(broker.subscribe("c", stream()), ids[1])
+        other_run = await broker.catch_up(broker.subscribe("c", stream()), "1-1")
+        return kept, too_old, other_run
+
+    kept, too_old, other_run = asyncio.run(run())
+    assert kept.count(b"data: m") == 3 and b"data: m3" in kept and b"data: m5" in kept
+    assert too_old.startswith(b"id: ") and b"event: reset" in too_old
+    assert b"event: reset" in other_run and b"restarted" in other_run
+
+
+def test_a_channel_without_subscribers_is_forgotten_locally():
+    async def run() -> MemoryBroker:
+        broker = MemoryBroker(history_size=3)
+        subscription = broker.subscribe("c", stream())
+        await broker.catch_up(subscription, None)
+        broker.unsubscribe(subscription)
+        return broker
+
+    assert asyncio.run(run()).local == {}
