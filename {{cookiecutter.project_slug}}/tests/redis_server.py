@@ -44,8 +44,10 @@ class RedisServer:
     def start(self) -> None:
         # The same port and folder on every start: a restart is the same server again.
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--dir", str(self.workdir), "--save", "", *self.options],
+            [
+                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--dir", str(self.workdir), "--save", "", *self.options),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

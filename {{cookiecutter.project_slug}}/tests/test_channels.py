@@ -279,4 +279,3 @@ def test_healthz_names_the_broker(channels: RunningServer, client: httpx.Client)
     body = client.get(channels.url + "/healthz").json()
     assert body["status"] == "ok"
     assert body["broker"] in ("memory", "redis")
-

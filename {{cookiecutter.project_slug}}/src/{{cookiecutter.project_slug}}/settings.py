@@ -54,7 +54,6 @@ class Settings(BaseSettings):
 {%- endif %}
 
 
-
 def load_settings() -> Settings:
     """The settings, or exit with one readable line per bad variable."""
     try:
