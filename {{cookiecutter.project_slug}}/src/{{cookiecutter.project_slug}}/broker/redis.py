@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -181,8 +182,7 @@ class RedisBroker(Broker):
         head = info["last-generated-id"].decode()
         if parse_id(after) > parse_id(head):
             return Replay((), head, f"unknown id {after}: newer than this channel's last message")
-        trimmed = info.get("max-deleted-entry-id")
-        if trimmed is not None and parse_id(after) < parse_id(trimmed.decode()):
+        if _trimmed_after(info, after):
             return Replay((), head, f"id {after} is older than this channel's history")
         return Replay([_message(entry_id, fields) for entry_id, fields in entries], head)
 
@@ -232,6 +232,22 @@ class RedisBroker(Broker):
         except ResponseError:  # no such stream yet
             return EMPTY
         return info["last-generated-id"].decode()
+
+
+def _trimmed_after(info: dict[str, Any], after: str) -> bool:
+    """Whether trimming may have removed messages newer than `after`.
+
+    Only MAXLEN trims these streams (never XDEL), so every entry older than the first one
+    kept was trimmed, and entries-added minus length counts them. An id older than the
+    first entry, on a stream that was trimmed, may have missed some: a reset says so.
+    (Redis does not record the last trimmed id, so a client that saw exactly that entry
+    gets a reset it could have done without; never a silent gap.)
+    """
+    first = info.get("first-entry")
+    if not first or parse_id(after) >= parse_id(first[0].decode()):
+        return False
+    added = info.get("entries-added")  # Redis 7+; older servers: assume trimmed
+    return added is None or int(added) > int(info.get("length", 0))
 
 
 def _message(entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
