@@ -1,0 +1,71 @@
+"""SIGTERM and restarts: a worker full of open streams stops at once, and nothing is lost.
+
+A streaming response that never ends keeps uvicorn "Waiting for connections to close"
+for ever; the hub ends every stream when the signal arrives. Clients then reconnect to
+the restarted worker with Last-Event-ID and get exactly the messages they miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from uvicorn_process import RawClient, raise_open_file_limit, uvicorn_process
+
+CLIENTS = 1000
+COUNT = 6
+INTERVAL = 0.4
+
+
+async def _open_all(clients: list[RawClient], timeout: float) -> list[asyncio.Task[None]]:
+    """Start every client; return once each has received its first message."""
+    firsts = [asyncio.Event() for _ in clients]
+    tasks = [asyncio.create_task(c.run(first)) for c, first in zip(clients, firsts, strict=True)]
+    await asyncio.wait_for(asyncio.gather(*(first.wait() for first in firsts)), timeout)
+    return tasks
+
+
+def _refused(port: int) -> bool:
+    """True when a new connection gets no stream: refused, or closed without an answer."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+            return not sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return True
+
+
+def test_sigterm_ends_1000_streams_and_clients_resume_after_a_restart(tmp_path: Path):
+    raise_open_file_limit(CLIENTS + 200)
+    settings = {"message_count": COUNT, "message_interval": INTERVAL, "retry_ms": 100}
+    log = tmp_path / "uvicorn.log"
+    clients = [RawClient(0) for _ in range(CLIENTS)]
+
+    async def scenario() -> float:
+        with uvicorn_process(log=log, **settings) as server:
+            for client in clients:
+                client.port = server.port
+            tasks = await _open_all(clients, timeout=30)
+            assert server.streams() == CLIENTS
+            # SIGTERM while every stream is mid-way (message 1 or 2 of COUNT sent).
+            exit_seconds = await asyncio.to_thread(server.terminate)
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            assert _refused(server.port), "the stopped worker's port must be closed"
+
+            resumed = [RawClient(server.port, str(max(c.ids()))) for c in clients]
+            server.start()
+            await asyncio.wait_for(
+                asyncio.gather(*(c.run() for c in resumed)), COUNT * INTERVAL + 20
+            )
+        for first, second in zip(clients, resumed, strict=True):
+            assert first.ended_cleanly, (first.error, bytes(first.raw[-40:]))
+            assert second.ended_cleanly and b"event: end" in second.body()
+            assert first.ids() + second.ids() == list(range(1, COUNT + 1))
+        return exit_seconds
+
+    exit_seconds = asyncio.run(scenario())
+    assert exit_seconds < 2, f"uvicorn took {exit_seconds:.2f} s to exit after SIGTERM"
+    # uvicorn logs this (at INFO) when open responses hold its shutdown up.
+    assert b"Waiting for connections to close" not in log.read_bytes()
+    print(f"exit after SIGTERM: {exit_seconds:.2f} s")

@@ -1,0 +1,172 @@
+"""The app under the real `uvicorn` command in a child process, and raw-socket SSE clients.
+
+Shutdown, restarts and memory are properties of the process, so these tests run the
+server the way it is deployed and talk to it over plain sockets: 1,000 clients are 1,000
+asyncio connections in the test process, with no HTTP library in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APP = "{{ cookiecutter.project_slug }}.main:app"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def raise_open_file_limit(needed: int) -> None:
+    """Each client is a socket in this process: make room for them (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < needed:
+        import pytest
+
+        pytest.skip(f"needs {needed} open files; the hard limit is {hard}")
+
+
+@dataclass
+class UvicornProcess:
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    def start(self, timeout: float = 15) -> None:
+        log = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", APP, "--no-access-log"),
+                *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"),
+            ],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {self.proc.returncode} at start")
+            if self.streams() is not None:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("uvicorn did not start in time")
+
+    def streams(self) -> int | None:
+        """Open streams per /healthz, or None while nothing answers."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := sock.recv(4096):
+                    data += chunk
+        except OSError:
+            return None
+        if not data.startswith(b"HTTP/1.1 200"):
+            return None
+        body = data.split(b"\r\n\r\n", 1)[1]
+        return int(body.split(b'"streams":', 1)[1].split(b",")[0].split(b"}")[0])
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(
+            next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]
+        )
+
+    def terminate(self) -> float:
+        """SIGTERM, then seconds until the process exited (killed after 10 s)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def uvicorn_process(log: Path | None = None, **settings: object) -> Iterator[UvicornProcess]:
+    env = {f"SSE_{name.upper()}": str(value) for name, value in settings.items()}
+    server = UvicornProcess(free_port(), env, log=log)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class RawClient:
+    """One SSE client on a plain socket: sends GET /events, keeps every byte it gets."""
+
+    port: int
+    last_event_id: str | None = None
+    raw: bytearray = field(default_factory=bytearray)
+    error: str = ""
+
+    async def run(self, got_first: asyncio.Event | None = None) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id else ""
+        writer.write(f"GET /events HTTP/1.1\r\nHost: t\r\n{resume}\r\n".encode())
+        try:
+            while chunk := await reader.read(65536):
+                self.raw += chunk
+                if got_first is not None and b"\nid: " in self.raw:
+                    got_first.set()
+                    got_first = None
+        except OSError as exc:
+            self.error = type(exc).__name__
+        finally:
+            writer.close()
+
+    @property
+    def status(self) -> int:
+        return int(self.raw[9:12]) if self.raw.startswith(b"HTTP/1.1 ") else 0
+
+    @property
+    def ended_cleanly(self) -> bool:
+        """The server finished the chunked body (the zero-size last chunk), then closed."""
+        return not self.error and self.raw.endswith(b"\r\n0\r\n\r\n")
+
+    def body(self) -> bytes:
+        """The response body with the chunked transfer coding removed."""
+        rest = bytes(self.raw).split(b"\r\n\r\n", 1)[1]
+        body = bytearray()
+        while b"\r\n" in rest:  # a body cut short ends at its last whole line
+            size_line, rest = rest.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            body += rest[:size]
+            rest = rest[size + 2 :]
+        return bytes(body)
+
+    def ids(self) -> list[int]:
+        """The ids of the messages received, in order."""
+        return [
+            int(line[4:]) for line in self.body().decode().split("\n") if line.startswith("id: ")
+        ]
