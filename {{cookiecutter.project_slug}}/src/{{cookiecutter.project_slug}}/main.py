@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Header, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -18,6 +18,8 @@ from .broker import BrokerUnavailable, create_broker
 from .channels import channel_routes
 from .demo import BadLastEventId, count_messages, parse_last_event_id
 from .hub import StreamHub
+from .logs import configure_logging
+from .metrics import Metrics
 from .routing import StreamingFastAPI
 from .settings import Settings, load_settings
 from .stream import EventStreamResponse
@@ -29,12 +31,15 @@ log = logging.getLogger("uvicorn.error")
 
 def create_app(settings: Settings | None = None) -> StreamingFastAPI:
     settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
     hub = StreamHub(
         heartbeat_interval=settings.heartbeat_interval,
         max_pending=settings.subscriber_queue,
         send_timeout=settings.send_timeout,
         max_clients=settings.max_clients,
         retry_jitter=settings.retry_jitter,
+        metrics=metrics,
     )
     broker = create_broker(settings)
     templates = Jinja2Templates(directory=HERE / "templates")
@@ -113,6 +118,12 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
         if problem is not None:
             body["reason"] = problem
         return JSONResponse(body, status_code=200 if problem is None else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        # Counts written since the heartbeat timer last caught up are counted now.
+        metrics.count_events(hub.events_sent)
+        return Response(metrics.exposition(), media_type=metrics.content_type)
 
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,10 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
     """Longest silence on a stream before a comment line is sent to keep proxies from
     closing it; below the common 30-60 s idle timeouts of proxies and load balancers."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level of this service's own log lines (logfmt on stderr, see logs.py); `debug`
+    adds a line for every stream that opens or ends."""
 
     retry_ms: int = Field(default=3000, ge=0, le=3_600_000)
     """Reconnection delay the server asks browsers to wait after a dropped connection."""

@@ -11,6 +11,7 @@ waits again. See the README's "How the stream works".
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -18,12 +19,18 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .logs import value
+from .metrics import events_in
 from .sse import encode_retry
 
 Abort = Callable[[], None]
 
 if TYPE_CHECKING:
     from .hub import StreamHub
+
+log = logging.getLogger(__name__)
+#: How streams end as a matter of course; any other reason is a drop worth a WARNING.
+ROUTINE_ENDS = frozenset({"done", "gone", "shutdown"})
 
 # Proxies and browsers must pass each frame on at once, never cache or transform it.
 STREAM_HEADERS = [
@@ -180,6 +187,9 @@ class EventStreamResponse(Response):
         if message["type"] == "http.disconnect":
             stream.close("gone")
         clock = asyncio.get_running_loop().time
+        opened = clock()
+        if log.isEnabledFor(logging.DEBUG):
+            _log_open(scope)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await send(_body(encode_retry(retry_ms)))
@@ -191,12 +201,14 @@ class EventStreamResponse(Response):
                 stream.writing_since = clock()
                 await send(_body(chunk))
                 stream.writing_since = 0.0
+                hub.events_sent += events_in(chunk)
                 stream.active = True
             # The last write can block as well (a client that stopped reading, at shutdown).
             stream.writing_since = clock()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             hub.release(stream)
+            _log_close(scope, stream.close_reason, clock() - opened)
         if self.background is not None:
             await self.background()
 
@@ -215,6 +227,38 @@ async def _refuse(send: Send, retry_ms: int, max_clients: int) -> None:
     ]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _log_open(scope: Scope) -> None:
+    resume = next((v for k, v in scope["headers"] if k == b"last-event-id"), None)
+    if resume is None:
+        log.debug("event=connect client=%s path=%s", _client(scope), value(scope["path"]))
+    else:
+        log.debug(
+            "event=resume client=%s path=%s last_event_id=%s",
+            _client(scope),
+            value(scope["path"]),
+            value(resume.decode("latin-1")[:64]),
+        )
+
+
+def _log_close(scope: Scope, reason: str, seconds: float) -> None:
+    level = logging.DEBUG if reason in ROUTINE_ENDS else logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "event=%s reason=%s client=%s path=%s seconds=%.3f",
+            "close" if level == logging.DEBUG else "drop",
+            value(reason),
+            _client(scope),
+            value(scope["path"]),
+            seconds,
+        )
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
 
 
 def _body(chunk: bytes) -> dict[str, object]:
