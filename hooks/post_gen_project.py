@@ -18,6 +18,9 @@ ONLY_FOR = {
         PACKAGE / "broker" / "redis.py",
         PACKAGE / "broker" / "singleflight.py",
         Path("tests") / "redis_server.py",
+        Path("tests") / "test_broker_redis.py",
+        Path("tests") / "test_redis_outage.py",
+        Path("tests") / "test_multiprocess.py",
     ],
 }
 

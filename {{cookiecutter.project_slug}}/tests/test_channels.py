@@ -279,3 +279,10 @@ def test_healthz_names_the_broker(channels: RunningServer, client: httpx.Client)
     body = client.get(channels.url + "/healthz").json()
     assert body["status"] == "ok"
     assert body["broker"] in ("memory", "redis")
+
+
+def test_page_has_the_channel_panel(channels: RunningServer, client: httpx.Client):
+    page = client.get(channels.url + "/").text
+    assert 'id="channel"' in page
+    assert 'id="publish-form"' in page
+    assert 'id="demo"' in page  # the demo panel is still there

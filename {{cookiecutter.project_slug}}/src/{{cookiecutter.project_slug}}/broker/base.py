@@ -111,6 +111,9 @@ class Broker(ABC):
     async def replay(self, subscription: Subscription, after: str) -> Replay:
         """History after `after`, as seen after `subscription` was registered."""
 
+    async def ready(self, subscription: Subscription) -> None:  # noqa: B027 - often at once
+        """Return once every message published from now on will reach `subscription`."""
+
     def _watch(self, channel: str) -> str | None:
         """Called as a subscriber registers; returns its floor (see Subscription)."""
         return None
@@ -135,7 +138,11 @@ class Broker(ABC):
 
         On return the subscriber is live: later messages are pushed to its stream.
         """
-        replay = await self.replay(subscription, after) if after is not None else None
+        if after is not None:
+            replay: Replay | None = await self.replay(subscription, after)
+        else:
+            replay = None
+            await self.ready(subscription)
         subscribers = self.local.get(subscription.channel)
         if subscribers is None or subscription.stream.closed:
             return b""

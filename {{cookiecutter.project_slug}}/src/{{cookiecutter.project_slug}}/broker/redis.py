@@ -147,15 +147,28 @@ class RedisBroker(Broker):
         self._problem = None
         return entry_id.decode()
 
+    async def ready(self, subscription: Subscription) -> None:
+        await self._floor(subscription)
+
+    async def _floor(self, subscription: Subscription) -> str:
+        """Where live delivery to `subscription` starts: after this id."""
+        if subscription.floor is not None:
+            return subscription.floor
+        # Registered before the channel's reader knew where the stream ended: it delivers
+        # everything after the position it started from.
+        reader = self._readers.get(subscription.channel)
+        if reader is None:
+            raise BrokerUnavailable("the channel's reader stopped")
+        try:
+            return await asyncio.shield(reader.started)
+        except LOST as exc:
+            self._lost(exc)
+            raise BrokerUnavailable(self._problem or "Redis is unreachable") from exc
+
     async def replay(self, subscription: Subscription, after: str) -> Replay:
         channel = subscription.channel
-        floor = subscription.floor
+        floor = await self._floor(subscription)
         try:
-            if floor is None:
-                reader = self._readers.get(channel)
-                if reader is None:
-                    raise BrokerUnavailable("the channel's reader stopped")
-                floor = await asyncio.shield(reader.started)
             replay = await self._reads.do((channel, after), lambda: self._read(channel, after))
             if parse_id(replay.head) < parse_id(floor):
                 # The shared read began before this subscriber's live delivery did, so it

@@ -47,6 +47,92 @@ function startDemo(panel) {
   };
 }
 
+// The channel panel: every message published to the channel, from any tab or worker.
+// A reconnect resumes after the last id; if that id is too old for the channel's
+// history the server sends a `reset` event instead, which is shown, not hidden.
+function startChannel(panel) {
+  const list = panel.querySelector("#channel-messages");
+  const state = panel.querySelector("#channel-state");
+  const label = panel.querySelector("#channel-label");
+  const nameInput = panel.querySelector("#channel-name");
+  const status = panel.querySelector("#publish-status");
+  let source = null;
+  let channel = nameInput.value;
+  let lastId = "";
+  let retryTimer = 0;
+
+  function show(text, kind, id) {
+    const item = document.createElement("li");
+    item.textContent = text; // text, never HTML
+    item.className = kind;
+    item.dataset.id = id;
+    list.appendChild(item);
+  }
+
+  function connect() {
+    if (source) source.close();
+    clearTimeout(retryTimer);
+    let url = `/channels/${encodeURIComponent(channel)}/events`;
+    // A new EventSource cannot send Last-Event-ID itself; the query parameter carries it.
+    if (lastId) url += `?last_event_id=${encodeURIComponent(lastId)}`;
+    source = new EventSource(url);
+    source.onopen = () => setState(state, "open");
+    source.onmessage = (event) => {
+      lastId = event.lastEventId;
+      show(event.data, "message", event.lastEventId);
+    };
+    source.addEventListener("reset", (event) => {
+      lastId = event.lastEventId;
+      show(`Some messages were missed: ${event.data}`, "reset", event.lastEventId);
+    });
+    source.onerror = () => {
+      setState(state, "reconnecting");
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused (503 while the broker is away, a proxy's 502): EventSource gives up,
+        // so the page tries again itself, after a random 2-4 s so tabs do not stampede.
+        retryTimer = setTimeout(connect, 2000 + Math.random() * 2000);
+      }
+    };
+  }
+
+  panel.querySelector("#channel-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    channel = nameInput.value;
+    label.textContent = channel;
+    lastId = "";
+    list.replaceChildren();
+    connect();
+  });
+
+  panel.querySelector("#publish-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const headers = { "Content-Type": "application/json" };
+    if (form.token.value) headers.Authorization = `Bearer ${form.token.value}`;
+    try {
+      const response = await fetch(`/channels/${encodeURIComponent(channel)}/messages`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ data: form.data.value }),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) {
+        status.textContent = `Published as ${body.id}`;
+        form.data.value = "";
+      } else {
+        const detail = typeof body.detail === "string" ? body.detail : response.statusText;
+        status.textContent = `Not published (${response.status}): ${detail}`;
+      }
+    } catch (error) {
+      status.textContent = `Not published: ${error}`;
+    }
+  });
+
+  label.textContent = channel;
+  connect();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   startDemo(document.getElementById("demo"));
+  startChannel(document.getElementById("channel"));
 });
