@@ -18,6 +18,18 @@ from .stream import EventStream
 END = encode_event("", event="end")
 MAX_ID_DIGITS = 20
 
+#: One event of the stream, for the OpenAPI schema: OpenAPI before 3.2 describes an event
+#: stream by the schema of each event (schemathesis checks every event against it).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["message", "end"]},
+        "data": {"type": "string", "pattern": "^(Message [0-9]+)?$"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "required": ["data"],
+}
+
 
 class BadLastEventId(ValueError):
     pass

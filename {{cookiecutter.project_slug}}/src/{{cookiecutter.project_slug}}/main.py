@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from .broker import BrokerUnavailable, create_broker
 from .channels import channel_routes
-from .demo import BadLastEventId, count_messages, parse_last_event_id
+from .demo import EVENT_SCHEMA, BadLastEventId, count_messages, parse_last_event_id
 from .hub import StreamHub
 from .logs import configure_logging
 from .metrics import Metrics
@@ -77,14 +77,19 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
         "/events",
         response_class=EventStreamResponse,
         responses={
-            200: {"description": "Message 1..count, then an `end` event."},
+            200: {
+                "description": "Message 1..count, then an `end` event.",
+                "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+            },
             204: {"description": "Nothing left to send: Last-Event-ID is the last message."},
             400: {"description": "Last-Event-ID is not a whole number >= 0."},
             503: {"description": "This worker holds SSE_MAX_CLIENTS streams; see Retry-After."},
         },
     )
     async def events(
-        last_event_id: Annotated[str | None, Header(include_in_schema=True)] = None,
+        # The pattern documents what parse_last_event_id() accepts (it answers 400
+        # otherwise); `str`, not `str | None`: a header is absent, never null.
+        last_event_id: Annotated[str, Header(pattern=r"^[0-9]{1,20}$")] = None,  # noqa: RUF013
     ) -> Response:
         """The demo stream: each client gets its own Message 1..count."""
         try:

@@ -4,6 +4,12 @@ Framing follows the HTML spec's rules (the same rules `fastapi.sse` and sse-star
 apply): data is split on every line break (CRLF, LF or CR) into one `data:` line each, so
 no payload can end an event early or smuggle in a field; an id or event name must be one
 line; an id must not contain NUL, because browsers ignore such an id.
+
+What a client reads back is exactly what was encoded, with one exception the format
+imposes: a CRLF or CR in data arrives as LF, since every line break ends a `data:` line.
+An empty event name is refused (a client would read it as "message"), and so is text
+that is not valid Unicode (a lone surrogate cannot be encoded as UTF-8). The property
+tests in tests/test_sse_properties.py check this against the spec's parsing algorithm.
 """
 
 from __future__ import annotations
@@ -37,13 +43,15 @@ def encode_event(
             raise FrameError("id must not contain NUL")
         lines.append("id: " + _one_line("id", id))
     if event is not None:
+        if not event:
+            raise FrameError("event must not be empty; leave it out for 'message'")
         lines.append("event: " + _one_line("event", event))
     if retry is not None:
         if retry < 0:
             raise FrameError("retry must be a whole number of milliseconds >= 0")
         lines.append(f"retry: {retry}")
     lines.extend("data: " + line for line in _LINE_BREAK.split(data))
-    return ("\n".join(lines) + "\n\n").encode()
+    return _utf8("\n".join(lines) + "\n\n")
 
 
 def encode_retry(retry_ms: int) -> bytes:
@@ -55,4 +63,11 @@ def encode_retry(retry_ms: int) -> bytes:
 
 def encode_comment(text: str = "") -> bytes:
     """A comment line: clients ignore it, proxies see traffic (a heartbeat)."""
-    return (": " + _one_line("comment", text) + "\n\n").encode()
+    return _utf8(": " + _one_line("comment", text) + "\n\n")
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise FrameError(f"not valid Unicode: {exc.reason} at position {exc.start}") from None

@@ -164,8 +164,12 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, hub: StreamHub, source: Source, *, retry_ms: int) -> None:
-        self.status_code = 200
+    # `status_code` is never passed: FastAPI reads its default to document the response
+    # (and fails to build the OpenAPI schema when the parameter is missing).
+    def __init__(
+        self, hub: StreamHub, source: Source, *, retry_ms: int, status_code: int = 200
+    ) -> None:
+        self.status_code = status_code
         self.background = None
         self.raw_headers = list(STREAM_HEADERS)
         self.hub = hub
