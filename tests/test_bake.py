@@ -22,6 +22,8 @@ ANSWERS: dict[str, dict[str, Any]] = {
         "author_name": "Ada O'Brien",
         "message_count": "3",
         "message_interval": "0.2",
+        # The other broker: both are baked, linted and tested without a third bake.
+        "broker": "redis",
     },
 }
 
@@ -72,6 +74,29 @@ def test_answers_reach_the_project(baked: tuple[str, Path]):
     pyproject = (root / "pyproject.toml").read_text()
     assert 'name = "my-live-feed-service"' in pyproject
     assert "Ada O" in pyproject and "a backslash" in pyproject
+
+
+def test_only_the_chosen_broker_is_baked(baked: tuple[str, Path]):
+    case, root = baked
+    broker = ANSWERS[case].get("broker", "memory")
+    package = next((root / "src").iterdir())
+    redis_files = [
+        package / "broker/redis.py",
+        package / "broker/singleflight.py",
+        root / "tests/redis_server.py",
+        root / "tests/test_broker_redis.py",
+        root / "tests/test_redis_outage.py",
+        root / "tests/test_multiprocess.py",
+    ]
+    memory_files = [package / "broker/memory.py", root / "tests/test_broker_memory.py"]
+    chosen, other = redis_files, memory_files
+    if broker == "memory":
+        chosen, other = other, chosen
+    assert all(path.is_file() for path in chosen), chosen
+    assert not [path for path in other if path.exists()], "no dead files in a bake"
+    pyproject = (root / "pyproject.toml").read_text()
+    assert ('"redis>=' in pyproject) == (broker == "redis")
+    assert ("redis_url" in (package / "settings.py").read_text()) == (broker == "redis")
 
 
 def test_ruff_passes(baked: tuple[str, Path]):

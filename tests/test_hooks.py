@@ -50,6 +50,8 @@ BAD_ANSWERS = [
     ("project_name", " ", "non-empty"),
     ("description", "two\nlines", "one line"),
     ("author_name", "", "non-empty"),
+    ("broker", "kafka", "memory or redis"),
+    ("broker", "Redis", "memory or redis"),
 ]
 
 
@@ -73,6 +75,8 @@ def test_bad_answer_is_rejected(tmp_path: Path, prompt: str, value: str, allowed
         ("message_interval", "0"),
         ("message_interval", "3600"),
         ("project_slug", "stream_2"),
+        ("broker", "memory"),
+        ("broker", "redis"),
     ],
 )
 def test_edge_answers_are_accepted(tmp_path: Path, prompt: str, value: str):
