@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -198,3 +199,21 @@ def test_page_is_served_through_nginx(serve, proxy, client: httpx.Client):
     response = client.get(url + "/")
     assert response.status_code == 200
     assert "/static/app.js" in response.text
+
+
+def test_published_message_arrives_at_once_through_nginx(serve, proxy, client: httpx.Client):
+    url = proxy(serve())
+    channel = f"nginx-{uuid.uuid4().hex[:12]}"  # fresh: a Redis broker outlives one test
+    with client.stream("GET", f"{url}/channels/{channel}/events") as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        # ": live" marks the moment the subscription is live: a message published after
+        # it must arrive.
+        assert next(line for line in lines if line.startswith(": live"))
+        started = time.monotonic()
+        published = client.post(f"{url}/channels/{channel}/messages", json={"data": "hello"})
+        assert published.status_code == 201, published.text
+        data = next(line for line in lines if line.startswith("data:"))
+        elapsed = time.monotonic() - started
+    assert data == "data: hello"
+    assert elapsed < 1.0, f"the message took {elapsed:.2f} s through nginx"
