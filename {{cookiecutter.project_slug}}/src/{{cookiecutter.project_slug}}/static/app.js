@@ -11,6 +11,9 @@ function setState(element, state) {
   element.textContent = state;
 }
 
+// Refused connections in a row; the page's own retries back off with it.
+let demoRefusals = 0;
+
 function startDemo(panel) {
   const list = panel.querySelector("#messages");
   const received = panel.querySelector("#demo-received");
@@ -18,8 +21,13 @@ function startDemo(panel) {
   const source = new EventSource(panel.dataset.url);
   let done = false;
 
-  source.onopen = () => setState(state, "open");
+  source.onopen = () => {
+    demoRefusals = 0;
+    setState(state, "open");
+  };
   source.onmessage = (event) => {
+    // A new EventSource (see onerror) starts again from message 1: skip what is shown.
+    if (event.lastEventId && Number(event.lastEventId) <= list.children.length) return;
     const item = document.createElement("li");
     item.textContent = event.data; // text, never HTML: a message cannot inject markup
     item.dataset.id = event.lastEventId;
@@ -41,8 +49,13 @@ function startDemo(panel) {
       setState(state, "done");
     } else {
       // EventSource gives up for good on any answer but 200 or 204, e.g. a proxy's 502
-      // while the app restarts. Messages are missing: say so rather than "done".
+      // while the app restarts or a full worker's 503. Messages are missing: say so
+      // rather than "done", and try again later, backing off with jitter (2-4 s, 4-8 s,
+      // ... up to 1-2 min) so that refused tabs do not come back all at once.
       setState(state, "failed");
+      const delay = Math.min(60000, 2000 * 2 ** demoRefusals) * (1 + Math.random());
+      demoRefusals += 1;
+      setTimeout(() => startDemo(panel), delay);
     }
   };
 }
