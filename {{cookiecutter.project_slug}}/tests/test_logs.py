@@ -55,6 +55,18 @@ def test_resume_names_the_last_event_id(serve, client, caplog):
     assert not lines(caplog, "connect")
 
 
+def test_resume_by_query_parameter_is_logged_too(serve, client, caplog):
+    running = serve(log_level="debug")
+    channel = new_channel()
+    last = publish(client, running.url, channel, "one")
+    url = f"{running.url}/channels/{channel}/events?last_event_id={last}"
+    with client.stream("GET", url) as response:
+        assert response.status_code == 200
+        next(response.iter_lines())
+    [resume] = lines(caplog, "resume")
+    assert resume.getMessage().endswith(f"last_event_id={last}")
+
+
 def test_at_info_level_a_stream_logs_nothing(serve, client, caplog):
     running = serve(message_count=2, message_interval=0)
     read_all(client, running.url)

@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -235,6 +236,10 @@ async def _refuse(send: Send, retry_ms: int, max_clients: int) -> None:
 
 def _log_open(scope: Scope) -> None:
     resume = next((v for k, v in scope["headers"] if k == b"last-event-id"), None)
+    if resume is None and b"last_event_id=" in scope.get("query_string", b""):
+        # A new EventSource cannot set headers: the channels take the id in the query too.
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        resume = query.get("last_event_id", [""])[0].encode("latin-1")
     if resume is None:
         log.debug("event=connect client=%s path=%s", _client(scope), value(scope["path"]))
     else:
