@@ -319,10 +319,11 @@ def test_a_refused_reconnect_shows_failed_not_done(
         page.wait_for_function(
             "document.getElementById('demo-state').dataset.state === 'failed'", timeout=10_000
         )
+        shown, states = shown_messages(page), page.evaluate("window.states")
         screenshot(page, tmp_path)
 
-    assert shown_messages(page) == ["Message 1", "Message 2"]
-    assert page.evaluate("window.states") == ["open", "reconnecting", "failed"]
+    assert shown == ["Message 1", "Message 2"]
+    assert states == ["open", "reconnecting", "failed"]
 
 
 HOSTILE = [
