@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -357,4 +358,32 @@ def test_message_markup_is_shown_as_text_and_never_runs(
     assert shown_messages(page) == HOSTILE
     assert page.evaluate("window.injected") is None
     assert page.locator("#messages script, #messages img, #messages b").count() == 0
+    assert dialogs == []
+
+
+def test_published_markup_is_shown_as_text_and_never_runs(
+    serve: Callable[..., RunningServer], open_page: Callable[[str], Page], tmp_path: Path
+):
+    """The same through the channel panel: typed into the page, published, shown to all."""
+    running = serve()
+    page = open_page(running.url + "/")
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.fill("#channel-name", f"xss-{uuid.uuid4().hex[:12]}")  # fresh: Redis outlives a test
+    page.click("#channel-form button")
+    page.wait_for_function("document.getElementById('channel-state').dataset.state === 'open'")
+    page.wait_for_timeout(300)  # the subscription goes live just after the stream opens
+    for number, text in enumerate(HOSTILE, start=1):
+        page.fill("#publish-data", text)
+        page.click("#publish-form button")
+        page.wait_for_function(
+            f"document.querySelectorAll('#channel-messages li').length >= {number}"
+        )
+    page.wait_for_timeout(300)
+    screenshot(page, tmp_path)
+
+    assert page.locator("#channel-messages li").all_text_contents() == HOSTILE
+    assert page.evaluate("window.injected") is None
+    assert page.locator("#channel-messages script, #channel-messages img").count() == 0
+    assert page.locator("#channel-messages b").count() == 0
     assert dialogs == []
