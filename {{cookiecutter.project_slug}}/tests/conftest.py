@@ -71,6 +71,12 @@ def serve(redis_db: RedisServer) -> Iterator[Callable[..., RunningServer]]:
         yield lambda **overrides: stack.enter_context(
             run_server(Settings(**{"redis_url": redis_db.url, **overrides}))
         )
+
+
+@pytest.fixture
+def broker_settings(redis_db: RedisServer) -> dict[str, object]:
+    """Settings a server in a child process needs for its broker (the test Redis)."""
+    return {"redis_url": redis_db.url}
 {%- else %}
 
 
@@ -79,6 +85,12 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
     """`serve(message_count=3, ...)` starts a server with those settings."""
     with ExitStack() as stack:
         yield lambda **overrides: stack.enter_context(run_server(Settings(**overrides)))
+
+
+@pytest.fixture
+def broker_settings() -> dict[str, object]:
+    """Settings a server in a child process needs for its broker: none in memory."""
+    return {}
 {%- endif %}
 
 

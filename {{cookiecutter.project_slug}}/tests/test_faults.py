@@ -63,12 +63,13 @@ async def _wait_for_no_streams(server, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_1000_abrupt_drops_leave_no_stream_and_no_memory_behind():
+def test_1000_abrupt_drops_leave_no_stream_and_no_memory_behind(broker_settings):
     raise_open_file_limit(CLIENTS + 200)
 
     async def scenario() -> list[int]:
         rss: list[int] = []
-        with uvicorn_process(message_count=100_000, message_interval=0.2) as server:
+        settings = {**broker_settings, "message_count": 100_000, "message_interval": 0.2}
+        with uvicorn_process(**settings) as server:
             for _ in range(ROUNDS):
                 clients = await asyncio.wait_for(
                     asyncio.gather(*(_open_stream(server.port) for _ in range(CLIENTS))), 30

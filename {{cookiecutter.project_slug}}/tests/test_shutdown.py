@@ -36,9 +36,14 @@ def _refused(port: int) -> bool:
         return True
 
 
-def test_sigterm_ends_1000_streams_and_clients_resume_after_a_restart(tmp_path: Path):
+def test_sigterm_ends_1000_streams_and_clients_resume_after_a_restart(
+    tmp_path: Path, broker_settings: dict[str, object]
+):
     raise_open_file_limit(CLIENTS + 200)
-    settings = {"message_count": COUNT, "message_interval": INTERVAL, "retry_ms": 100}
+    settings = {
+        **broker_settings,
+        **{"message_count": COUNT, "message_interval": INTERVAL, "retry_ms": 100},
+    }
     log = tmp_path / "uvicorn.log"
     clients = [RawClient(0) for _ in range(CLIENTS)]
 
