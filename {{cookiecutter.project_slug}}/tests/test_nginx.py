@@ -26,6 +26,7 @@ from conftest import RunningServer
 
 SITE_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 # Everything the site file leaves to the main config, kept inside the test's directory.
+# One process in the foreground (no master, no daemon), so stopping its PID stops nginx.
 # gzip is on for everything here, as on many real sites: the stream must still go
 # out uncompressed.
 MAIN_CONF = """
