@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.project_slug }}.metrics import events_in
+from {{ cookiecutter.project_slug }}.metrics import events_in, forget_dead_workers
 from {{ cookiecutter.project_slug }}.sse import encode_comment, encode_event
 
 from sse_client import new_channel, publish, subscribe, wait_for
@@ -101,6 +101,17 @@ def test_publish_count_and_latency(serve, client: httpx.Client):
     assert value(samples, "sse_events_sent_total") >= 3
 
 
+def test_streams_refused_over_the_limit_are_counted(serve, client: httpx.Client):
+    running = serve(message_count=1000, message_interval=0.1, max_clients=1)
+    with client.stream("GET", running.url + "/events") as response:
+        lines = response.iter_lines()  # kept: a dropped line iterator closes the response
+        assert "id: 1" in lines
+        assert client.get(running.url + "/events").status_code == 503
+        samples = scrape(client, running.url)
+    assert value(samples, "sse_streams_refused_total") == 1
+    assert value(samples, "sse_open_streams") == 1
+
+
 @pytest.mark.parametrize(
     "frames",
     [
@@ -162,6 +173,18 @@ def two_workers(tmp_path: Path{% if cookiecutter.broker == "redis" %}, redis_db{
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+
+
+def test_a_dead_workers_open_streams_are_forgotten(tmp_path: Path):
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    for pid in (dead, os.getpid()):
+        (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
+    (tmp_path / f"counter_{dead}.db").write_bytes(b"")
+    forget_dead_workers(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        f"counter_{dead}.db",  # what a dead worker counted still counts
+        f"gauge_livesum_{os.getpid()}.db",
+    ]
 
 
 def test_several_workers_add_up_in_multiprocess_mode(two_workers: tuple[str, Path]):

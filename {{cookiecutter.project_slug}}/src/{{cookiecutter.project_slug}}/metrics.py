@@ -80,6 +80,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.streams_refused = Counter(
+            "sse_streams_refused",
+            "Streams refused with 503 because the worker held SSE_MAX_CLIENTS already.",
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "sse_publish_seconds",
             "Time to store a published message in the broker; its _count is the number "
@@ -102,6 +107,9 @@ class Metrics:
         if child is None:
             child = self._closed[reason] = self.streams_closed.labels(reason)
         child.inc()
+
+    def stream_refused(self) -> None:
+        self.streams_refused.inc()
 
     def count_events(self, total: int) -> None:
         """Bring the events counter up to `total`, this worker's running count."""

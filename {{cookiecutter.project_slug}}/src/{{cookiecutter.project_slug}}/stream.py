@@ -186,6 +186,7 @@ class EventStreamResponse(Response):
         hub = self.hub
         retry_ms = hub.retry_for(self.retry_ms)
         if hub.full:
+            hub.metrics.stream_refused()
             await _refuse(send, retry_ms, hub.max_clients)
             return
         stream = hub.open(receive)
