@@ -166,6 +166,37 @@ def test_a_client_that_stops_reading_is_dropped_without_delaying_others(
         stalled.close()
 
 
+def test_at_shutdown_a_stalled_client_is_dropped_at_once_not_after_the_send_timeout(
+    serve, monkeypatch: pytest.MonkeyPatch
+):
+    apps = []
+
+    def create(settings: Settings):
+        apps.append(_with_firehose(settings))
+        return apps[-1]
+
+    monkeypatch.setattr(conftest, "create_app", create)
+    running: RunningServer = serve(send_timeout=60)
+    hub = apps[0].state.hub
+    port = int(running.url.rsplit(":", 1)[1])
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(10)
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(b"GET /firehose HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert stalled.recv(12) == b"HTTP/1.1 200"
+        deadline = time.monotonic() + 5
+        while not any(stream.writing_since for stream in list(hub.streams)):
+            assert time.monotonic() < deadline, "the write to the stalled client never blocked"
+            time.sleep(0.05)
+        # What the SIGTERM handler does, on the server's loop.
+        hub._ticker.get_loop().call_soon_threadsafe(hub.close_all)
+        deadline = time.monotonic() + 2
+        while hub.streams:
+            assert time.monotonic() < deadline, "shutdown waited for the stalled client"
+            time.sleep(0.05)
+
+
 def test_beyond_max_clients_new_streams_get_503_with_retry_after(serve):
     running = serve(message_count=100, message_interval=0.2, max_clients=2, retry_ms=2500)
     with httpx.Client(timeout=10) as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 from uvicorn_process import RawClient, raise_open_file_limit, uvicorn_process
@@ -74,3 +75,30 @@ def test_sigterm_ends_1000_streams_and_clients_resume_after_a_restart(
     # uvicorn logs this (at INFO) when open responses hold its shutdown up.
     assert b"Waiting for connections to close" not in log.read_bytes()
     print(f"exit after SIGTERM: {exit_seconds:.2f} s")
+
+
+def test_a_reload_ends_open_streams_at_once(tmp_path: Path, broker_settings: dict[str, object]):
+    """`uvicorn --reload` with a page open restarts at once, not after the stream ends."""
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    args = ("--reload", "--reload-dir", str(watched))
+    settings = {**broker_settings, "message_count": 1000, "message_interval": 0.5}
+    with uvicorn_process(args=args, **settings) as server:
+        client = RawClient(server.port)
+
+        async def reload_with_a_stream_open() -> float:
+            first = asyncio.Event()
+            task = asyncio.create_task(client.run(first))
+            await asyncio.wait_for(first.wait(), 10)
+            (watched / "changed.py").write_text("# a code change\n")
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(task, 10)
+            return asyncio.get_running_loop().time() - started
+
+        ended_after = asyncio.run(reload_with_a_stream_open())
+        assert client.ended_cleanly
+        assert ended_after < 3, f"the stream ended {ended_after:.2f} s after the change"
+        deadline = time.monotonic() + 10
+        while server.streams() is None:  # the new worker process comes up
+            assert time.monotonic() < deadline, "no worker answered after the reload"
+            time.sleep(0.1)

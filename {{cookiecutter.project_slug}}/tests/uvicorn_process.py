@@ -47,6 +47,7 @@ class UvicornProcess:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    args: tuple[str, ...] = ()
 
     def start(self, timeout: float = 15) -> None:
         log = self.log.open("ab") if self.log else subprocess.DEVNULL
@@ -54,6 +55,7 @@ class UvicornProcess:
             [
                 *(sys.executable, "-m", "uvicorn", APP, "--no-access-log"),
                 *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"),
+                *self.args,
             ],
             env={**os.environ, **self.env},
             stdout=log,
@@ -104,14 +106,19 @@ class UvicornProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+            if self.args:  # a supervisor (--reload, --workers): let it stop its children
+                self.terminate()
+            else:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 @contextlib.contextmanager
-def uvicorn_process(log: Path | None = None, **settings: object) -> Iterator[UvicornProcess]:
+def uvicorn_process(
+    log: Path | None = None, args: tuple[str, ...] = (), **settings: object
+) -> Iterator[UvicornProcess]:
     env = {f"SSE_{name.upper()}": str(value) for name, value in settings.items()}
-    server = UvicornProcess(free_port(), env, log=log)
+    server = UvicornProcess(free_port(), env, log=log, args=args)
     server.start()
     try:
         yield server
