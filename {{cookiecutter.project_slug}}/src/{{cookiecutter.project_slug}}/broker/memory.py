@@ -49,8 +49,10 @@ class MemoryBroker(Broker):
         history = self.channels.get(subscription.channel) or _History(0)
         head = f"{self.run}-{history.count}"
         run, number = parse_id(after)
-        if run != self.run or number > history.count:
+        if run != self.run:
             return Replay((), head, f"unknown id {after}: the server has restarted since")
+        if number > history.count:
+            return Replay((), head, f"unknown id {after}: newer than this channel's last message")
         first = history.count - len(history.ring) + 1  # number of the oldest message kept
         if number < first - 1:
             return Replay((), head, f"id {after} is older than the {len(history.ring)} kept")
