@@ -139,9 +139,10 @@ def markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
-        "`vs bare`: ratio to the limit at the same N in this run. `other CPU s`: CPU used by",
-        "everything but the server and the load generator while measuring (noise: compare",
-        "rows with little of it). `≥`: clients were still waiting at the deadline.",
+        "`vs bare`: ratio to the limit at the same N in this run. `other CPU s`: machine CPU",
+        "used by everything but the server and the load generator while measuring: kernel",
+        "loopback networking, redis-server, and other work on the box (noise: high values",
+        "mean a shared machine). `≥`: clients were still waiting at the deadline.",
         "",
     ]
     for scenario in TITLES:

@@ -19,6 +19,7 @@ from .stream import StreamResult, stream_events
 
 CHANNEL = "bench"
 STAMP = re.compile(rb"bench:(\d+):(\d+\.\d+)")
+PUBLISH_TIMEOUT = 10.0
 SETTLE_SECONDS = 1.0  # after the last subscriber's headers, before the first publish
 
 
@@ -74,6 +75,12 @@ async def subscribe(
         progress.failed += 1
 
 
+async def read_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    status, headers = await http.read_head(reader)
+    await http.read_body(http.Response(status, headers, reader, writer, http.decoder_for(headers)))
+    return status
+
+
 async def publish_all(config: FanoutConfig) -> list[int]:
     """Publish on one keep-alive connection at absolute times; return the HTTP statuses."""
     reader, writer = await asyncio.open_connection(http.HOST, config.port)
@@ -89,9 +96,8 @@ async def publish_all(config: FanoutConfig) -> list[int]:
             writer.write(
                 http.build_request("POST", path, config.port, body, Content_Type="application/json")
             )
-            status, headers = await http.read_head(reader)
-            response = http.Response(status, headers, reader, writer, http.decoder_for(headers))
-            await http.read_body(response)
+            # Bounded: a server that never answers a publish must not stall the run.
+            status = await asyncio.wait_for(read_answer(reader, writer), PUBLISH_TIMEOUT)
             statuses.append(status)
             if status == 404:
                 raise NotAvailable(f"POST {path} answered 404")
@@ -102,6 +108,7 @@ async def publish_all(config: FanoutConfig) -> list[int]:
 
 async def run(config: FanoutConfig, progress: Progress) -> dict[str, Any]:
     subs = [Subscriber() for _ in range(config.clients)]
+    publish_error: str | None = None
     done = asyncio.Event()
     tasks = [asyncio.ensure_future(subscribe(config, s, progress, done)) for s in subs]
     try:
@@ -111,7 +118,10 @@ async def run(config: FanoutConfig, progress: Progress) -> dict[str, Any]:
         if progress.ready == 0:
             raise NotAvailable(f"no subscriber connected ({first_error(subs)})")
         await asyncio.sleep(SETTLE_SECONDS)
-        statuses = await publish_all(config)
+        try:
+            statuses = await publish_all(config)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            statuses, publish_error = [], f"publish failed: {type(exc).__name__} {exc}"
         await wait_until(lambda: progress.done + progress.failed >= config.clients, config.deadline)
     finally:
         done.set()
@@ -128,7 +138,7 @@ async def run(config: FanoutConfig, progress: Progress) -> dict[str, Any]:
         "deliveries": sum(len(s.latencies) for s in subs),
         "expected": config.clients * config.messages,
         "complete_subscribers": sum(1 for s in subs if len(s.seen) == config.messages),
-        "errors": errors,
+        "errors": errors | ({publish_error: 1} if publish_error else {}),
         "latency": [round(x, 5) for s in subs for x in s.latencies],
     }
 
