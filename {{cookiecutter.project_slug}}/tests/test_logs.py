@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from {{ cookiecutter.project_slug }}.hub import StreamHub
-from {{ cookiecutter.project_slug }}.logs import value
+from {{ cookiecutter.project_slug }}.logs import formatter, value
 
 from sse_client import new_channel, publish, wait_for
 
@@ -123,3 +124,15 @@ def test_shutdown_is_one_info_line_with_the_count(caplog):
 )  # fmt: skip
 def test_values_stay_one_logfmt_token(raw: str, logged: str):
     assert value(raw) == logged
+
+
+def test_a_formatted_line_is_all_key_value_pairs():
+    record = logging.LogRecord(
+        f"{PACKAGE}.stream", logging.WARNING, __file__, 1,
+        "event=drop reason=%s path=%s", ("slow", value("/a b")), None,
+    )  # fmt: skip
+    line = formatter().format(record)
+    pair = r'[a-z_]+=(?:"(?:[^"\\]|\\.)*"|[^ "]+)'
+    assert re.fullmatch(rf"{pair}(?: {pair})*", line), line
+    assert re.match(r"time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=WARNING ", line)
+    assert line.endswith(' event=drop reason=slow path="/a b"')

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 PACKAGE = __name__.rpartition(".")[0]
-FORMAT = "time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+FORMAT = "time=%(asctime)s.%(msecs)03dZ level=%(levelname)s logger=%(name)s %(message)s"
 
 
 def value(text: object) -> str:
@@ -26,6 +27,13 @@ def value(text: object) -> str:
     if text and not any(c in text for c in ' "=\\') and text.isprintable():
         return text
     return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+def formatter() -> logging.Formatter:
+    """Lines like `time=2025-01-31T12:00:00.123Z level=INFO logger=... event=...` (UTC)."""
+    result = logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%S")
+    result.converter = time.gmtime
+    return result
 
 
 def configure_logging(level: str) -> None:
@@ -39,5 +47,5 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(formatter())
         logger.addHandler(handler)
