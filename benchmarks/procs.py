@@ -52,10 +52,17 @@ def running(
     port: int | None = None,
     cwd: str | None = None,
     startup_timeout: float = 30.0,
+    quiet: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `argv` for the duration of the block; always stopped, also on errors."""
+    """Run `argv` for the duration of the block; always stopped, also on errors.
+
+    `quiet` drops the child's stdout (redis-server's start-up banner), never its stderr.
+    """
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdin=subprocess.DEVNULL)
+    stdout = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(
+        list(argv), env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout
+    )
     try:
         if port is not None:
             wait_for_port(port, proc, startup_timeout)

@@ -19,5 +19,5 @@ def redis_url() -> Iterator[str]:
     port = procs.free_port()
     argv = [binary, "--port", str(port), "--bind", procs.HOST, "--save", "", "--appendonly", "no"]
     argv += ["--loglevel", "warning"]
-    with procs.running(argv, port=port, startup_timeout=10):
+    with procs.running(argv, port=port, startup_timeout=10, quiet=True):
         yield f"redis://{procs.HOST}:{port}/0"
