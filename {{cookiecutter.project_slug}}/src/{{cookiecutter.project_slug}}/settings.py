@@ -32,9 +32,10 @@ class Settings(BaseSettings):
     """Each stream's `retry` is drawn from retry_ms to retry_ms x (1 + jitter), so the
     clients of a restarted worker come back spread out instead of all at once."""
 
-    send_timeout: float = Field(default=30.0, gt=0, le=3600)
+    send_timeout: float = Field(default=30.0, ge=0.1, le=3600)
     """Longest a write to one client may wait for it to read, in seconds; then that
-    client is dropped, so one stalled reader holds neither memory nor a socket for long."""
+    client is dropped, so one stalled reader holds neither memory nor a socket for long.
+    The heartbeat timer checks at least twice per timeout: keep it well above 0.1 s."""
 
     max_clients: int = Field(default=10_000, ge=1, le=1_000_000)
     """Open streams per worker; beyond it new streams get 503 with Retry-After, so a
