@@ -102,3 +102,22 @@ def test_a_reload_ends_open_streams_at_once(tmp_path: Path, broker_settings: dic
         while server.streams() is None:  # the new worker process comes up
             assert time.monotonic() < deadline, "no worker answered after the reload"
             time.sleep(0.1)
+
+
+def test_sigterm_to_a_multi_worker_server_ends_every_stream_at_once(
+    broker_settings: dict[str, object],
+):
+    """`--workers` (or WEB_CONCURRENCY, as in the image): the supervisor passes SIGTERM on."""
+    settings = {**broker_settings, "message_count": 1000, "message_interval": 0.5}
+    with uvicorn_process(args=("--workers", "2"), **settings) as server:
+        clients = [RawClient(server.port) for _ in range(100)]
+
+        async def stop_with_streams_open() -> float:
+            tasks = await _open_all(clients, timeout=20)
+            exit_seconds = await asyncio.to_thread(server.terminate)
+            await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            return exit_seconds
+
+        exit_seconds = asyncio.run(stop_with_streams_open())
+    assert all(client.ended_cleanly for client in clients)
+    assert exit_seconds < 3, f"the workers took {exit_seconds:.2f} s to exit after SIGTERM"
