@@ -74,6 +74,8 @@ async def follow(
             first = await broker.catch_up(subscription, after)
         except BrokerUnavailable:
             return  # the client reconnects, and resumes once the broker is back
+        if stream.closed:  # dropped while catching up: not live, so do not say so
+            return
         # The comment marks the moment the stream is live: a client that publishes after
         # seeing it knows the message will reach it.
         yield first + LIVE
