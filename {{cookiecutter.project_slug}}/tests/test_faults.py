@@ -151,7 +151,7 @@ async def _message_times(port: int) -> list[float]:
 def test_a_client_that_stops_reading_is_dropped_without_delaying_others(
     serve, monkeypatch: pytest.MonkeyPatch
 ):
-    send_timeout, interval, count = 0.5, 0.1, 30
+    send_timeout, interval, count = 1.0, 0.1, 30
     monkeypatch.setattr(conftest, "create_app", _with_firehose)
     running: RunningServer = serve(
         message_count=count, message_interval=interval, send_timeout=send_timeout
@@ -171,8 +171,10 @@ def test_a_client_that_stops_reading_is_dropped_without_delaying_others(
         times = asyncio.run(_message_times(port))
         assert len(times) == count
         gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-        # Unaffected: every message on time, while the other client is stuck and dropped.
-        assert max(gaps) < interval * 2.5, gaps
+        # Unaffected: every message on time while the other client is stuck (for 1-1.5 s,
+        # all within this stream's 3 s) and dropped. Waiting on it would show as a gap of
+        # a whole second; the bound leaves room for a busy machine.
+        assert max(gaps) < send_timeout / 2, gaps
         assert times[-1] - times[0] < (count - 1) * interval + 1
 
         # Dropped within 1.5 x the send timeout of its write blocking (here, at once).
