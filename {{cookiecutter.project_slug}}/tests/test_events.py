@@ -14,11 +14,11 @@ from conftest import RunningServer
 
 
 def read_stream(
-    client: httpx.Client, url: str, headers: dict[str, str] | None = None
+    client: httpx.Client, url: str, headers: dict[str, str] | None = None, path: str = "/events"
 ) -> list[tuple[float, ServerSentEvent]]:
     """Every event until the stream ends, with its arrival time relative to connecting."""
     started = time.monotonic()
-    with connect_sse(client, "GET", url + "/events", headers=dict(headers or {})) as source:
+    with connect_sse(client, "GET", url + path, headers=dict(headers or {})) as source:
         source.response.raise_for_status()
         return [
             (time.monotonic() - started, event)
@@ -137,3 +137,22 @@ def test_many_clients_stream_at_once(serve):
     assert results == [3] * 50
     # One stream takes 0.6 s; a server that served them in turn would take 30 s.
     assert time.monotonic() - started < 6
+
+
+def test_resumes_after_last_event_id_in_the_query(serve, client: httpx.Client):
+    """For a new EventSource, which cannot set headers (the page's retry after a refusal)."""
+    running = serve(message_count=4, message_interval=0.1)
+    got = messages(read_stream(client, running.url, path="/events?last_event_id=2"))
+    assert [event.id for event in got] == ["3", "4"]
+
+
+def test_the_header_wins_over_the_query(serve, client: httpx.Client):
+    running = serve(message_count=4, message_interval=0.1)
+    headers = {"Last-Event-ID": "3"}
+    got = messages(read_stream(client, running.url, headers, path="/events?last_event_id=1"))
+    assert [event.id for event in got] == ["4"]
+
+
+def test_a_bad_query_resume_point_gets_400(server: RunningServer, client: httpx.Client):
+    response = client.get(server.url + "/events?last_event_id=x")
+    assert response.status_code == 400

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -20,12 +19,14 @@ from .demo import EVENT_SCHEMA, BadLastEventId, count_messages, parse_last_event
 from .hub import StreamHub
 from .logs import configure_logging
 from .metrics import Metrics
-from .routing import StreamingFastAPI
+from .routing import StreamingFastAPI, resume_point
 from .settings import Settings, load_settings
 from .stream import EventStreamResponse
 
 HERE = Path(__file__).parent
 TITLE = {{ cookiecutter.project_name | tojson }}
+#: What /events resumes after: the number of the last message the client has.
+MessageNumber = resume_point(pattern=r"^[0-9]{1,20}$")
 log = logging.getLogger("uvicorn.error")
 
 
@@ -86,11 +87,7 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
             503: {"description": "This worker holds SSE_MAX_CLIENTS streams; see Retry-After."},
         },
     )
-    async def events(
-        # The pattern documents what parse_last_event_id() accepts (it answers 400
-        # otherwise); `str`, not `str | None`: a header is absent, never null.
-        last_event_id: Annotated[str, Header(pattern=r"^[0-9]{1,20}$")] = None,  # noqa: RUF013
-    ) -> Response:
+    async def events(last_event_id: MessageNumber = None) -> Response:
         """The demo stream: each client gets its own Message 1..count."""
         try:
             after = parse_last_event_id(last_event_id)
