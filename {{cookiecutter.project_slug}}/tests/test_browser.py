@@ -341,9 +341,10 @@ def test_a_refused_reconnect_shows_failed_then_retries_without_duplicates(
         assert shown_messages(page) == ["Message 1", "Message 2"]
         relay.refusal = None
         # The page's own retry (2-4 s later) is a new EventSource, which cannot send
-        # Last-Event-ID: the stream starts again at 1 and the page skips what it shows.
+        # Last-Event-ID: it asks to resume after message 2 in the query instead.
         wait_until_done(page, timeout_s=4 + count * 0.4 + 10)
         screenshot(page, tmp_path)
+        assert b"GET /events?last_event_id=2 " in relay.requests
 
     assert shown_messages(page) == [f"Message {number}" for number in range(1, count + 1)]
     states = page.evaluate("window.states")

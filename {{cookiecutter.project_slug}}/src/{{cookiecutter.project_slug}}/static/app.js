@@ -18,7 +18,11 @@ function startDemo(panel) {
   const list = panel.querySelector("#messages");
   const received = panel.querySelector("#demo-received");
   const state = panel.querySelector("#demo-state");
-  const source = new EventSource(panel.dataset.url);
+  // A new EventSource (the page's own retry, see onerror) cannot send Last-Event-ID:
+  // the query parameter carries the last id shown, so the stream resumes after it.
+  const lastId = list.lastElementChild ? list.lastElementChild.dataset.id : "";
+  const url = lastId ? `${panel.dataset.url}?last_event_id=${encodeURIComponent(lastId)}` : panel.dataset.url;
+  const source = new EventSource(url);
   let done = false;
 
   source.onopen = () => {
@@ -26,7 +30,7 @@ function startDemo(panel) {
     setState(state, "open");
   };
   source.onmessage = (event) => {
-    // A new EventSource (see onerror) starts again from message 1: skip what is shown.
+    // Never show a message twice, whatever a server sends.
     if (event.lastEventId && Number(event.lastEventId) <= list.children.length) return;
     const item = document.createElement("li");
     item.textContent = event.data; // text, never HTML: a message cannot inject markup
