@@ -6,6 +6,7 @@ incremental decoder for the chunked body uvicorn sends when no length is known.
 """
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 HOST = "127.0.0.1"
@@ -79,8 +80,17 @@ def decoder_for(headers: dict[str, str]) -> BodyDecoder:
     return BodyDecoder(chunked=False, remaining=int(length) if length is not None else None)
 
 
-async def request(port: int, method: str, path: str, body: bytes = b"", **headers: str) -> Response:
+async def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    on_connected: Callable[[], None] | None = None,
+    **headers: str,
+) -> Response:
     reader, writer = await asyncio.open_connection(HOST, port, limit=READ_SIZE)
+    if on_connected is not None:
+        on_connected()
     try:
         writer.write(build_request(method, path, port, body, **headers))
         status, response_headers = await read_head(reader)

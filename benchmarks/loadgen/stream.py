@@ -13,12 +13,16 @@ EXPECTED_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunErr
 
 
 class StreamResult:
-    __slots__ = ("eof", "error", "status")
+    __slots__ = ("connected_at", "eof", "error", "status")
 
     def __init__(self) -> None:
         self.status: int | None = None
         self.eof = False  # the server ended the body (chunked terminator or close)
         self.error: str | None = None
+        self.connected_at: float | None = None  # TCP handshake done (CLOCK_MONOTONIC)
+
+    def mark_connected(self) -> None:
+        self.connected_at = time.monotonic()
 
 
 async def stream_events(
@@ -28,7 +32,12 @@ async def stream_events(
     response = None
     try:
         response = await http.request(
-            port, "GET", path, Accept="text/event-stream", Cache_Control="no-cache"
+            port,
+            "GET",
+            path,
+            on_connected=result.mark_connected,
+            Accept="text/event-stream",
+            Cache_Control="no-cache",
         )
         result.status = response.status
         if response.status != 200:
