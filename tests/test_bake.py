@@ -9,10 +9,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import TEMPLATE
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ANSWERS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -129,3 +137,21 @@ def test_baked_suite_passes(baked: tuple[str, Path]):
     assert result.returncode == 0, tail
     assert re.search(r"\d+ passed", result.stdout), tail
     print(tail)
+
+
+def requirement_names(lines: list[str]) -> set[str]:
+    names = set()
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_benchmarks_can_run_the_bake(baked: tuple[str, Path]):
+    """The benchmark runs the baked app from its source tree, with benchmarks' requirements."""
+    _, root = baked
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    needed = requirement_names(pyproject["project"]["dependencies"])
+    have = requirement_names((TEMPLATE / "benchmarks/requirements.txt").read_text().splitlines())
+    assert needed <= have, f"add to benchmarks/requirements.txt: {sorted(needed - have)}"
