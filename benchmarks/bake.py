@@ -36,12 +36,9 @@ def bake(broker: str, output_dir: Path, template: Path = TEMPLATE_DIR) -> Path:
         )
     )
     src = project / "src"
-    package = str(prompts.get("package_name", "sse_demo"))
-    if not (src / package / "main.py").exists():
-        # Fall back to whatever package the bake produced (a renamed default slug).
-        mains = sorted(src.glob("*/main.py"))
-        if not mains:
-            raise BakeUnavailable(f"baked project has no src/<package>/main.py under {src}")
+    # The package is named by the slug prompt; with the defaults it is `sse_demo`.
+    if not any(src.glob("*/main.py")):
+        raise BakeUnavailable(f"baked project has no src/<package>/main.py under {src}")
     return src
 
 
