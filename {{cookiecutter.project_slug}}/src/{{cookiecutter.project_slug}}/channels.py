@@ -10,18 +10,20 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .broker import BadEventId, Broker, BrokerUnavailable, parse_id
 from .hub import StreamHub
+from .routing import StreamingFastAPI, resume_point
 from .settings import Settings
 from .sse import encode_comment
 from .stream import EventStream, EventStreamResponse
 
 CHANNEL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_CHANNEL = re.compile(CHANNEL_PATTERN)
 EVENT_MAX = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A JSON string may spell one byte of text as a 6-character escape (\u0001); anything
@@ -33,6 +35,8 @@ LIVE = encode_comment("live")
 ChannelName = Annotated[
     str, Path(pattern=CHANNEL_PATTERN, description="Letters, digits, `_`, `.`, `-`; 1-64.")
 ]
+#: Where a subscription resumes: an id this service issued, `<number>-<number>`.
+MessageId = resume_point(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class PublishRequest(BaseModel):
@@ -87,39 +91,34 @@ async def follow(
         broker.unsubscribe(subscription)
 
 
-def channel_routes(hub: StreamHub, broker: Broker, settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/channels", tags=["channels"])
+def add_channel_routes(
+    app: StreamingFastAPI, hub: StreamHub, broker: Broker, settings: Settings
+) -> None:
     token = settings.publish_token.get_secret_value().encode() if settings.publish_token else None
     max_body = settings.max_message_bytes * JSON_OVERHEAD + 1024
 
-    @router.get(
-        "/{channel}/events",
+    @app.stream(
+        "/channels/{channel}/events",
+        tags=["channels"],
         response_class=EventStreamResponse,
         responses={
             200: {"description": "Replay after Last-Event-ID (or a `reset` event), then live."},
             400: {"model": Problem, "description": "Last-Event-ID is not an id of this API."},
+            422: {"model": Problem, "description": "The channel name is not allowed."},
             503: {"model": Problem, "description": "The broker is unreachable; retry later."},
         },
     )
-    async def subscribe(
-        channel: ChannelName,
-        last_event_id: Annotated[str | None, Header()] = None,
-        resume: Annotated[
-            str | None,
-            Query(
-                alias="last_event_id",
-                description="Same as the Last-Event-ID header, for clients that cannot set "
-                "headers (a new EventSource); the header wins.",
-            ),
-        ] = None,
-    ) -> Response:
+    async def subscribe(channel: ChannelName, last_event_id: MessageId = None) -> Response:
         """Every message published to the channel from now on.
 
         With `Last-Event-ID`, first every message after that id still in the channel's
         history; if the id is too old or unknown, a `reset` event says so instead, and
         carries the newest id.
         """
-        after = last_event_id if last_event_id is not None else resume
+        # Checked here, not only by the path's pattern: streams skip FastAPI's validation.
+        if not _CHANNEL.match(channel):
+            return problem(422, "channel must be 1-64 letters, digits, '_', '.' or '-'")
+        after = last_event_id
         if after is not None:
             after = after.strip()
             try:
@@ -131,8 +130,9 @@ def channel_routes(hub: StreamHub, broker: Broker, settings: Settings) -> APIRou
         source = partial(follow, broker=broker, channel=channel, after=after)
         return EventStreamResponse(hub, source, retry_ms=settings.retry_ms)
 
-    @router.post(
-        "/{channel}/messages",
+    @app.post(
+        "/channels/{channel}/messages",
+        tags=["channels"],
         status_code=201,
         response_model=Published,
         responses={
@@ -194,8 +194,6 @@ def channel_routes(hub: StreamHub, broker: Broker, settings: Settings) -> APIRou
             return problem(503, str(exc), {"Retry-After": RETRY_AFTER})
         hub.metrics.published(time.perf_counter() - started)
         return JSONResponse({"id": message_id}, status_code=201)
-
-    return router
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:

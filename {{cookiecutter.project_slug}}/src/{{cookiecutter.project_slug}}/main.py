@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from .broker import BrokerUnavailable, create_broker
-from .channels import channel_routes
+from .channels import add_channel_routes
 from .demo import EVENT_SCHEMA, BadLastEventId, count_messages, parse_last_event_id
 from .hub import StreamHub
 from .logs import configure_logging
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
         )
         return EventStreamResponse(hub, source, retry_ms=settings.retry_ms)
 
-    app.include_router(channel_routes(hub, broker, settings))
+    add_channel_routes(app, hub, broker, settings)
 
     @app.get(
         "/healthz",

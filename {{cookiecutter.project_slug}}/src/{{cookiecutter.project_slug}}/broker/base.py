@@ -19,7 +19,7 @@ from .fanout import Subscribers
 
 # Ids look like Redis stream ids, "<milliseconds>-<sequence>", for both brokers: ordered,
 # and the memory broker's first part names the process run that issued them.
-_ID = re.compile(r"(\d{1,20})-(\d{1,20})\Z")
+_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
 DEFAULT_EVENT = "message"
 
 
