@@ -71,7 +71,7 @@ class StreamHub:
         self.metrics.count_events(self.events_sent)
 
     async def start(self) -> None:
-        self._ticker = asyncio.create_task(self._heartbeats(), name="sse-heartbeats")
+        self._ticker = asyncio.create_task(self._watch(), name="sse-streams-timer")
 
     async def stop(self) -> None:
         self.close_all()
@@ -96,19 +96,24 @@ class StreamHub:
             else:
                 stream.close("shutdown")
 
-    async def _heartbeats(self) -> None:
-        # Ticking at half the interval and pinging streams that wrote nothing since the
-        # last tick means no stream is ever silent for longer than the interval. The same
-        # timer drops writes blocked for longer than the send timeout, ticking n times as
-        # often when that is shorter, so it acts within 1.5 x the timeout.
+    async def _watch(self) -> None:
+        """The one timer of all streams: heartbeats, clients that left, stalled writes.
+
+        Every tick (at most a second) it closes the streams whose client has gone (see
+        EventStream.check_gone) and drops writes blocked for longer than the send
+        timeout, so it acts within 1.5 x that timeout. About every half heartbeat
+        interval it pings the streams that wrote nothing since it last looked, so no
+        stream is ever silent for longer than the interval.
+        """
         loop = asyncio.get_running_loop()
-        n = max(1, math.ceil(self.heartbeat_interval / self.send_timeout))
-        period = self.heartbeat_interval / 2 / n
-        tick = 0
+        tick = min(1.0, self.heartbeat_interval / 2, self.send_timeout / 2)
+        # Rounded down: the beats come at most half a heartbeat interval apart.
+        ticks_per_beat = max(1, math.floor(self.heartbeat_interval / 2 / tick))
+        ticks = 0
         while True:
-            await asyncio.sleep(period)
-            tick += 1
-            beat = tick % n == 0
+            await asyncio.sleep(tick)
+            ticks += 1
+            beat = ticks % ticks_per_beat == 0
             if beat:
                 self.metrics.count_events(self.events_sent)
             blocked_before = loop.time() - self.send_timeout
@@ -117,9 +122,11 @@ class StreamHub:
                 if stream.writing_since:
                     if stream.writing_since < blocked_before:
                         stalled.append(stream)
-                elif not beat:
                     continue
-                elif stream.active:
+                stream.check_gone()
+                if not beat or stream.closed:
+                    continue
+                if stream.active:
                     stream.active = False
                 else:
                     stream.push(HEARTBEAT)
