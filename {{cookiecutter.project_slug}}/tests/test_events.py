@@ -5,11 +5,17 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
+from starlette.types import Message, Receive, Scope, Send
 
+from {{ cookiecutter.project_slug }}.main import create_app
+from {{ cookiecutter.project_slug }}.settings import Settings
+
+import conftest
 from conftest import RunningServer
 
 
@@ -156,3 +162,40 @@ def test_the_header_wins_over_the_query(serve, client: httpx.Client):
 def test_a_bad_query_resume_point_gets_400(server: RunningServer, client: httpx.Client):
     response = client.get(server.url + "/events?last_event_id=x")
     assert response.status_code == 400
+
+
+def _behind_middleware_that_wraps_receive(settings: Settings) -> Callable[..., Awaitable[None]]:
+    """The app as some ASGI middleware passes it on: with a `receive` of its own."""
+    app = create_app(settings)
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def own_receive() -> Message:
+            return await receive()
+
+        await app(scope, own_receive, send)
+
+    return wrapped
+
+
+def test_streams_work_where_the_connection_is_hidden(
+    serve, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    """Without uvicorn's transport in sight, streams wait in receive() instead."""
+    monkeypatch.setattr(conftest, "create_app", _behind_middleware_that_wraps_receive)
+    running = serve(message_count=3, message_interval=0.4, heartbeat_interval=0.1)
+    with client.stream("GET", running.url + "/events") as response:
+        lines = list(response.iter_lines())
+    assert [line for line in lines if line.startswith("data: Message")] == [
+        f"data: Message {n}" for n in (1, 2, 3)
+    ]
+    assert [line for line in lines if line.startswith(":")], "heartbeats wake it too"
+
+    endless = serve(message_count=100_000, message_interval=0.2)
+    with client.stream("GET", endless.url + "/events") as response:
+        lines = response.iter_lines()  # keep it: a dropped line iterator closes the response
+        assert next(lines).startswith("retry:")
+        assert client.get(endless.url + "/healthz").json()["streams"] == 1
+    deadline = time.monotonic() + 2
+    while client.get(endless.url + "/healthz").json()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get(endless.url + "/healthz").json()["streams"] == 0
