@@ -412,3 +412,29 @@ def test_published_markup_is_shown_as_text_and_never_runs(
     assert page.locator("#channel-messages script, #channel-messages img").count() == 0
     assert page.locator("#channel-messages b").count() == 0
     assert dialogs == []
+
+
+def test_a_message_typed_in_one_tab_arrives_in_both(
+    serve: Callable[..., RunningServer], open_page: Callable[[str], Page], tmp_path: Path
+):
+    running = serve()
+    channel = f"tabs-{uuid.uuid4().hex[:12]}"  # fresh: Redis outlives a test
+    tabs = [open_page(running.url + "/") for _ in range(2)]
+    for tab in tabs:
+        tab.fill("#channel-name", channel)
+        tab.click("#channel-form button")
+        tab.wait_for_function("document.getElementById('channel-state').dataset.state === 'open'")
+    tabs[0].wait_for_timeout(300)  # the subscriptions go live just after the streams open
+    sent = ["typed in the first tab", "typed in the second tab"]
+    for tab, text in zip(tabs, sent, strict=True):
+        tab.fill("#publish-data", text)
+        tab.click("#publish-form button")
+        for each in tabs:
+            each.wait_for_function(
+                "text => [...document.querySelectorAll('#channel-messages li')]"
+                ".some(item => item.textContent === text)",
+                arg=text,
+            )
+    screenshot(tabs[1], tmp_path)
+    for tab in tabs:
+        assert tab.locator("#channel-messages li").all_text_contents() == sent
