@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from {{ cookiecutter.project_slug }}.broker.base import parse_id
+import pytest
+
+from {{ cookiecutter.project_slug }}.broker.base import BrokerUnavailable, parse_id
 from {{ cookiecutter.project_slug }}.broker.memory import MemoryBroker
 from {{ cookiecutter.project_slug }}.stream import EventStream
 
@@ -18,14 +20,43 @@ def stream(max_pending: int = 16) -> EventStream:
     return EventStream(never, max_pending)
 
 
-def test_ids_increase_per_channel():
+def test_ids_increase_and_are_never_issued_twice():
     async def run() -> list[str]:
         broker = MemoryBroker(history_size=10)
         return [await broker.publish(channel, "message", "x") for channel in "aab"]
 
     a1, a2, b1 = asyncio.run(run())
-    assert parse_id(a1) < parse_id(a2)
-    assert a1.split("-")[1] == b1.split("-")[1] == "1"
+    assert parse_id(a1) < parse_id(a2) < parse_id(b1)
+
+
+def test_the_least_recently_published_channel_without_subscribers_is_forgotten():
+    async def run() -> tuple[list[str], bytes]:
+        broker = MemoryBroker(history_size=10, max_channels=2)
+        await broker.catch_up(broker.subscribe("busy", stream()), None)
+        old = await broker.publish("old", "message", "from the first 'old'")
+        await broker.publish("busy", "message", "x")
+        await broker.publish("idle", "message", "x")  # the third: "old" goes
+        await broker.publish("new", "message", "x")  # the fourth: "idle" goes, not "busy"
+        kept = list(broker.channels)
+        # "old" made again: its new history must not pass for the one the client saw.
+        await broker.publish("old", "message", "from the second 'old'")
+        resumed = await broker.catch_up(broker.subscribe("old", stream()), old)
+        return kept, resumed
+
+    kept, resumed = asyncio.run(run())
+    assert kept == ["busy", "new"]
+    assert b"event: reset" in resumed and b"second" not in resumed
+
+
+def test_a_new_channel_is_refused_when_every_kept_one_has_subscribers():
+    async def run() -> None:
+        broker = MemoryBroker(history_size=10, max_channels=1)
+        await broker.catch_up(broker.subscribe("a", stream()), None)
+        await broker.publish("a", "message", "x")
+        await broker.publish("b", "message", "x")
+
+    with pytest.raises(BrokerUnavailable, match="SSE_MAX_CHANNELS"):
+        asyncio.run(run())
 
 
 def test_fan_out_pushes_the_same_bytes_to_every_subscriber():

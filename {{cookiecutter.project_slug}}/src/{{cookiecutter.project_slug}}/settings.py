@@ -58,6 +58,11 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """The Redis server holding the channels (redis://, rediss:// or unix://)."""
+{%- else %}
+
+    max_channels: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Channels this worker keeps in memory; publishing to one more forgets the channel
+    published to least recently that has no subscriber (its history goes with it)."""
 {%- endif %}
 
 

@@ -25,5 +25,5 @@ def create_broker(settings: Settings) -> Broker:
 {%- if cookiecutter.broker == "redis" %}
     return RedisBroker(url=settings.redis_url, history_size=settings.history_size)
 {%- else %}
-    return MemoryBroker(history_size=settings.history_size)
+    return MemoryBroker(history_size=settings.history_size, max_channels=settings.max_channels)
 {%- endif %}

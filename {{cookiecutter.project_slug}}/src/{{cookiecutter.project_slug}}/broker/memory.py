@@ -1,59 +1,93 @@
 """In-process broker: a history ring per channel and direct fan-out. One worker only.
 
-Ids are "<run>-<n>": `n` counts a channel's messages and `run` is when this process
-started (in ms). After a restart the history is gone; an id from the previous run is
-then recognised as unknown and the client is told (a reset), instead of being silently
-resumed from the new run's message `n + 1`.
+Ids are "<run>-<n>": `n` counts every message this process has published, on any
+channel, and `run` is when the process started (in ms). So an id is never issued twice:
+not after a restart (an id from the previous run is recognised and the client is told,
+with a reset, instead of being resumed from the new run's message `n + 1`), and not
+after a channel was forgotten and made again.
+
+Memory is bounded: each channel keeps its last SSE_HISTORY_SIZE messages, and at most
+SSE_MAX_CHANNELS channels are kept; making one more forgets the channel published to
+least recently that has no subscriber.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import deque
 
-from .base import Broker, Message, Replay, Subscription, make_message, parse_id
+from .base import Broker, BrokerUnavailable, Message, Replay, Subscription, make_message, parse_id
 
 
 class _History:
-    __slots__ = ("count", "ring")
+    __slots__ = ("floor", "ring")
 
-    def __init__(self, size: int) -> None:
-        self.ring: deque[Message] = deque(maxlen=size)
-        self.count = 0  # messages ever published; the last one's number
+    def __init__(self, size: int, floor: int) -> None:
+        self.ring: deque[tuple[int, Message]] = deque(maxlen=size)
+        # The newest message number this channel may have lost: the last one pushed out
+        # of the ring, or, for a new channel, every number issued before it existed (a
+        # client holding one may have missed a forgotten earlier channel of that name).
+        self.floor = floor
 
 
 class MemoryBroker(Broker):
     name = "memory"
 
-    def __init__(self, *, history_size: int) -> None:
+    def __init__(self, *, history_size: int, max_channels: int = 10_000) -> None:
         super().__init__()
         self.history_size = history_size
+        self.max_channels = max_channels
         self.run = time.time_ns() // 1_000_000
+        self.sequence = 0  # messages ever published by this process, on any channel
+        #: Least recently published first: the order in which channels are forgotten.
         self.channels: dict[str, _History] = {}
 
     async def publish(self, channel: str, event: str, data: str) -> str:
-        history = self.channels.get(channel)
+        history = self.channels.pop(channel, None)
         if history is None:
-            history = self.channels[channel] = _History(self.history_size)
-        history.count += 1
-        message = make_message(f"{self.run}-{history.count}", event, data)
-        history.ring.append(message)
+            self._make_room()
+            history = _History(self.history_size, floor=self.sequence)
+        self.channels[channel] = history  # now the most recently published
+        self.sequence += 1
+        message = make_message(f"{self.run}-{self.sequence}", event, data)
+        if len(history.ring) == history.ring.maxlen:
+            history.floor = history.ring[0][0]
+        history.ring.append((self.sequence, message))
         subscribers = self.local.get(channel)
         if subscribers is not None:
             subscribers.deliver((message,))
         return message.id
 
+    def _make_room(self) -> None:
+        if len(self.channels) < self.max_channels:
+            return
+        for name in self.channels:
+            if name not in self.local:
+                del self.channels[name]
+                return
+        raise BrokerUnavailable(
+            f"all {self.max_channels} channels this worker keeps (SSE_MAX_CHANNELS) have "
+            "subscribers; none can be forgotten for a new one"
+        )
+
     async def replay(self, subscription: Subscription, after: str) -> Replay:
         # No await in here: history and registration are one consistent snapshot.
-        history = self.channels.get(subscription.channel) or _History(0)
-        head = f"{self.run}-{history.count}"
+        history = self.channels.get(subscription.channel)
+        newest = history.ring[-1][0] if history is not None else self.sequence
+        head = f"{self.run}-{newest}"
         run, number = parse_id(after)
         if run != self.run:
             return Replay((), head, f"unknown id {after}: the server has restarted since")
-        if number > history.count:
+        if number > self.sequence:
             return Replay((), head, f"unknown id {after}: newer than this channel's last message")
-        first = history.count - len(history.ring) + 1  # number of the oldest message kept
-        if number < first - 1:
+        if history is None:
+            return Replay((), head)
+        if number < history.floor:
             return Replay((), head, f"id {after} is older than the {len(history.ring)} kept")
-        return Replay(list(itertools.islice(history.ring, number - first + 1, None)), head)
+        missed: list[Message] = []
+        for kept_number, message in reversed(history.ring):
+            if kept_number <= number:
+                break
+            missed.append(message)
+        missed.reverse()
+        return Replay(missed, head)
