@@ -255,3 +255,28 @@ def test_retry_is_spread_between_retry_ms_and_retry_ms_times_1_plus_jitter(serve
                 retries.append(int(next(response.iter_lines()).removeprefix("retry: ")))
     assert all(1000 <= retry <= 1500 for retry in retries), retries
     assert len(set(retries)) > 5, "30 clients should not share a handful of delays"
+
+
+def test_aborting_without_a_transport_cancels_the_streams_own_task():
+    """Where the connection is hidden, the hub's timer aborts a stalled stream by
+    cancelling that client's request task, never the task that calls abort()."""
+
+    async def never() -> dict[str, object]:
+        await asyncio.Future()
+        raise AssertionError
+
+    async def scenario() -> bool:
+        created: list[EventStream] = []
+
+        async def request() -> None:
+            created.append(EventStream(never, max_pending=4))
+            await asyncio.sleep(3600)  # stands for a write blocked on the client
+
+        task = asyncio.create_task(request())
+        await asyncio.sleep(0)
+        created[0].abort("stalled")  # from this task, as the hub's timer does
+        # asyncio.wait, not `await task`: cancelling this task must not reach the other.
+        await asyncio.wait([task], timeout=5)
+        return task.cancelled() and created[0].close_reason == "stalled"
+
+    assert asyncio.run(scenario())

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from {{ cookiecutter.project_slug }} import hub as hub_module
+from {{ cookiecutter.project_slug }}.hub import StreamHub
 from {{ cookiecutter.project_slug }}.metrics import events_in, forget_dead_workers
 from {{ cookiecutter.project_slug }}.sse import encode_comment, encode_event
 
@@ -210,3 +212,23 @@ def test_several_workers_add_up_in_multiprocess_mode(two_workers: tuple[str, Pat
             assert value(samples, "sse_events_sent_total") == clients * 4
             assert value(samples, "sse_streams_closed_total", reason="done") == clients
             assert value(samples, "sse_open_streams") == 0
+
+
+def test_a_broadcast_chunk_counts_for_every_client_but_is_scanned_once(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    scans: list[bytes] = []
+
+    def counting(chunk: bytes) -> int:
+        scans.append(chunk)
+        return events_in(chunk)
+
+    monkeypatch.setattr(hub_module, "events_in", counting)
+    hub = StreamHub(heartbeat_interval=15)
+    frame = encode_event("x", id="1") + encode_event("y", id="2")
+    for _ in range(3):  # one message, written to three subscribers
+        hub.count_written(frame)
+    hub.count_written(encode_comment("ping"))
+    hub.count_written(b"".join([frame[:5], frame[5:]]))  # equal bytes, another object
+    assert hub.events_sent == 8
+    assert len(scans) == 3

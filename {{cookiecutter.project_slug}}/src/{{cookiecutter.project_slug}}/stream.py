@@ -21,7 +21,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .logs import value
-from .metrics import events_in
 from .sse import encode_retry
 
 if TYPE_CHECKING:
@@ -58,6 +57,7 @@ class EventStream:
     __slots__ = (
         "_receive",
         "_sleeper",
+        "_task",
         "_transport",
         "_waiter",
         "active",
@@ -71,6 +71,9 @@ class EventStream:
     def __init__(self, receive: Receive, max_pending: int) -> None:
         self._receive = receive
         self._transport = _transport_of(receive)
+        # Without the transport, aborting means cancelling the client's own request task,
+        # which is the one creating its stream (never the hub's timer that aborts it).
+        self._task = asyncio.current_task() if self._transport is None else None
         self._waiter: asyncio.Future[None] | None = None
         self._sleeper: asyncio.Task[object] | None = None
         self.pending: deque[bytes] = deque()
@@ -119,8 +122,8 @@ class EventStream:
         self.close(reason)
         if self._transport is not None:
             self._transport.abort()
-        else:
-            asyncio.current_task().cancel()  # type: ignore[union-attr]
+        elif self._task is not None:
+            self._task.cancel()
 
     def take(self) -> bytes:
         """Everything queued, as one write."""
@@ -245,7 +248,7 @@ class EventStreamResponse(Response):
                 stream.writing_since = clock()
                 await send(_body(chunk))
                 stream.writing_since = 0.0
-                hub.events_sent += events_in(chunk)
+                hub.count_written(chunk)
                 stream.active = True
             # The last write can block as well (a client that stopped reading, at shutdown).
             stream.writing_since = clock()
