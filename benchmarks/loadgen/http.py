@@ -6,7 +6,6 @@ incremental decoder for the chunked body uvicorn sends when no length is known.
 """
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 HOST = "127.0.0.1"
@@ -63,7 +62,11 @@ def build_request(method: str, path: str, port: int, body: bytes = b"", **header
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    head = await reader.readuntil(b"\r\n\r\n")
+    return parse_head(await reader.readuntil(b"\r\n\r\n"))
+
+
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the (lower-cased) headers of a response head ending in CRLF CRLF."""
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers: dict[str, str] = {}
     for line in header_lines:
@@ -78,26 +81,6 @@ def decoder_for(headers: dict[str, str]) -> BodyDecoder:
         return BodyDecoder(chunked=True)
     length = headers.get("content-length")
     return BodyDecoder(chunked=False, remaining=int(length) if length is not None else None)
-
-
-async def request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    on_connected: Callable[[], None] | None = None,
-    **headers: str,
-) -> Response:
-    reader, writer = await asyncio.open_connection(HOST, port, limit=READ_SIZE)
-    if on_connected is not None:
-        on_connected()
-    try:
-        writer.write(build_request(method, path, port, body, **headers))
-        status, response_headers = await read_head(reader)
-    except BaseException:
-        writer.close()
-        raise
-    return Response(status, response_headers, reader, writer, decoder_for(response_headers))
 
 
 async def read_body(response: Response) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import lru_cache
 
 from .sse import encode_event
 from .stream import EventStream
@@ -66,5 +67,12 @@ async def count_messages(
                 yield stream.take()  # heartbeats between two slow messages
             if loop.time() >= deadline:
                 break
-        yield encode_event(f"Message {number}", id=str(number))
+        yield message_frame(number)
     yield END
+
+
+# Clients connecting together (a reconnect storm) all need Message 1, 2, ...: each frame
+# is encoded once and the same bytes are written to all of them.
+@lru_cache(maxsize=4096)
+def message_frame(number: int) -> bytes:
+    return encode_event(f"Message {number}", id=str(number))

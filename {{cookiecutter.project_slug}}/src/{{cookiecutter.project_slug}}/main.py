@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from .broker import BrokerUnavailable, create_broker
 from .channels import add_channel_routes
 from .demo import EVENT_SCHEMA, BadLastEventId, count_messages, parse_last_event_id
+from .gc_tuning import settle_after_startup
 from .hub import StreamHub
 from .logs import configure_logging
 from .metrics import Metrics
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
             raise
         await hub.start()
         hub.close_on_exit_signals()
+        settle_after_startup()
         yield
         await hub.stop()
         await broker.stop()

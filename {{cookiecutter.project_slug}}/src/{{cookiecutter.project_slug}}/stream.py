@@ -198,11 +198,12 @@ def _transport_of(receive: Receive) -> asyncio.Transport | None:
 
 
 #: Produces the body of one stream: yields bytes to write, parks in `stream.wait()`.
+#: Its first chunk should come at once (the `retry` line is written with it).
 Source = Callable[[EventStream], AsyncIterator[bytes]]
 
 
 class EventStreamResponse(Response):
-    """Writes `retry`, then every chunk `source` yields, until it ends or the client goes."""
+    """Writes `retry` and every chunk `source` yields, until it ends or the client goes."""
 
     media_type = "text/event-stream"
 
@@ -239,20 +240,23 @@ class EventStreamResponse(Response):
             _log_open(scope)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await send(_body(encode_retry(retry_ms)))
+            # Written with the first chunk: a write is a system call and a packet, and in a
+            # reconnect storm every client's first event is waiting behind them.
+            retry = encode_retry(retry_ms)
             async for chunk in self.source(stream):
                 if stream.closed and stream.close_reason == "gone":
                     break
                 # Marked for the hub's timer, which drops a write blocked for longer than
                 # SSE_SEND_TIMEOUT (see EventStream.abort).
                 stream.writing_since = clock()
-                await send(_body(chunk))
+                await send(_body(retry + chunk if retry else chunk))
+                retry = b""
                 stream.writing_since = 0.0
                 hub.count_written(chunk)
                 stream.active = True
             # The last write can block as well (a client that stopped reading, at shutdown).
             stream.writing_since = clock()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": retry, "more_body": False})
         finally:
             hub.release(stream)
             _log_close(scope, stream.close_reason, clock() - opened)
