@@ -16,6 +16,10 @@ TITLES = {
 }
 
 
+#: The number each scenario is judged by: the median run by it is the one reported.
+HEADLINE = {"s1": "lateness_p99", "s2": "rss_per_conn_kb", "s3": "latency_p99"}
+
+
 def write_json(path: Path, meta: dict[str, Any], rows: list[Row]) -> None:
     path.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
 
@@ -34,12 +38,21 @@ def number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def spread(text: str, row: Row) -> str:
+    """`text`, and the range of the headline number over all runs when there were several."""
+    runs = row.get("runs")
+    if not runs:
+        return text
+    digits = 1 if row["scenario"] == "s2" else 3
+    return f"{text} ({min(runs):.{digits}f}-{max(runs):.{digits}f})"
+
+
 def s1_cells(row: Row, ref: Row | None) -> list[str]:
     ref = ref or {}
     return [
         f"{row['completed']:,} of {row['clients']:,}",
         seconds(row["ttfe_p99"]),
-        seconds(row["lateness_p99"], row["lateness_is_lower_bound"]),
+        spread(seconds(row["lateness_p99"], row["lateness_is_lower_bound"]), row),
         times(ratio(row["lateness_p99"], ref.get("lateness_p99"))),
         number(row["cpu_s"], 2),
         times(ratio(row["cpu_s"], ref.get("cpu_s"))),
@@ -52,7 +65,7 @@ def s2_cells(row: Row, ref: Row | None) -> list[str]:
     ref = ref or {}
     return [
         f"{row['held']:,} of {row['clients']:,}",
-        number(row["rss_per_conn_kb"]),
+        spread(number(row["rss_per_conn_kb"]), row),
         times(ratio(row["rss_per_conn_kb"], ref.get("rss_per_conn_kb"))),
         f"{row['rss_before_mb']:.1f} → {row['rss_after_mb']:.1f}",
     ]
@@ -63,7 +76,7 @@ def s3_cells(row: Row, ref: Row | None) -> list[str]:
     return [
         f"{row['deliveries']:,} of {row['expected']:,}",
         seconds(row["latency_p50"]),
-        seconds(row["latency_p99"]),
+        spread(seconds(row["latency_p99"]), row),
         times(ratio(row["latency_p99"], ref.get("latency_p99"))),
         number(row["cpu_s"], 2),
         times(ratio(row["cpu_s"], ref.get("cpu_s"))),
@@ -145,6 +158,14 @@ def markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         "mean a shared machine). `≥`: clients were still waiting at the deadline.",
         "",
     ]
+    if meta["settings"].get("repeat", 1) > 1:
+        lines += [
+            f"Each server ran up to {meta['settings']['repeat']} times per size, in turn with",
+            "the others; each row is its median run by the headline number (lateness p99,",
+            "RSS per connection, latency p99), whose range over the runs is in brackets. A",
+            "server that failed or hit the deadline was not run again.",
+            "",
+        ]
     for scenario in TITLES:
         scenario_rows = [r for r in rows if r["scenario"] == scenario]
         if scenario_rows:

@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--publish-interval", type=float, default=1.0, help="s3: seconds")
     parser.add_argument("--loadgen-procs", type=int, default=1, help="s1: load processes")
     parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per server and size, interleaved; median"
+    )
+    parser.add_argument(
         "--quiet-wait", type=float, default=0.0, help="wait up to this for an idle machine, s"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -50,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--template", type=Path, default=TEMPLATE_DIR, help="template to bake (default: this repo)"
     )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be 1 or more")
     unknown = [s for s in args.servers if s not in TARGETS] + [
         s for s in args.scenario if s not in scenarios.RUNNERS
     ]
@@ -95,6 +100,26 @@ def summary(row: dict[str, Any]) -> str:
     return f"{row['scenario']} {row['server']} n={row['clients']}: " + " ".join(parts)
 
 
+def worth_repeating(row: dict[str, Any]) -> bool:
+    """Not a server that failed, or one that still had clients waiting at the deadline:
+    another run would only take as long again to show the same lower bound."""
+    return row["status"] == "ok" and not row.get("lateness_is_lower_bound", False)
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose headline number is the median of all runs, with their spread.
+
+    One whole run rather than a median per column, so every number in a row comes from
+    the same measurement. A failed run is reported as such: it is never outvoted.
+    """
+    failed = [r for r in runs if r["status"] != "ok"]
+    if failed or len(runs) == 1:
+        return failed[0] if failed else runs[0]
+    key = report.HEADLINE[runs[0]["scenario"]]
+    ordered = sorted(runs, key=lambda r: r[key])
+    return ordered[(len(ordered) - 1) // 2] | {"runs": [r[key] for r in runs]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_nofile()  # inherited by every server and load generator we start
@@ -103,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         interval=args.interval,
         deadline=args.deadline,
         loadgen_procs=args.loadgen_procs,
+        repeat=args.repeat,
         messages=args.messages,
         publish_interval=args.publish_interval,
         quiet_wait=args.quiet_wait,
@@ -120,17 +146,24 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in args.scenario:
             sizes = getattr(args, f"{scenario}_clients") or args.clients
             for clients in sizes:
-                for name in args.servers:
-                    if scenario not in TARGETS[name].scenarios:
-                        continue
-                    print(f"== {scenario} {name} n={clients}", file=sys.stderr, flush=True)
-                    started = time.monotonic()
-                    rows.append(measure(scenario, name, clients, settings, bakery))
-                    took = time.monotonic() - started
-                    print(f"   {summary(rows[-1])} ({took:.1f} s)", file=sys.stderr, flush=True)
-                    # Written after every row, so an interrupted run keeps what it measured.
-                    report.write_json(args.out / "results.json", meta, rows)
-                    report.write_markdown(args.out / "results.md", meta, rows)
+                names = [n for n in args.servers if scenario in TARGETS[n].scenarios]
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+                # Round-robin, so that a slow spell of a shared machine hits every server.
+                for round_ in range(1, args.repeat + 1):
+                    for name in names:
+                        if runs[name] and not worth_repeating(runs[name][-1]):
+                            continue
+                        label = f" run {round_} of {args.repeat}" if args.repeat > 1 else ""
+                        print(f"== {scenario} {name} n={clients}{label}", file=sys.stderr)
+                        started = time.monotonic()
+                        runs[name].append(measure(scenario, name, clients, settings, bakery))
+                        took = time.monotonic() - started
+                        print(f"   {summary(runs[name][-1])} ({took:.1f} s)", file=sys.stderr)
+                        # Written after every run, so an interrupted run keeps what it measured.
+                        partial = rows + [median_run(r) for r in runs.values() if r]
+                        report.write_json(args.out / "results.json", meta, partial)
+                        report.write_markdown(args.out / "results.md", meta, partial)
+                rows += [median_run(runs[name]) for name in names]
     finally:
         bakery.close()
     plot.write_png(args.out / "latency_p99.png", rows)

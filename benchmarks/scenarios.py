@@ -30,6 +30,7 @@ class Settings:
     messages: int = 10
     publish_interval: float = 1.0
     quiet_wait: float = 0.0  # seconds to wait for an idle machine before each server
+    repeat: int = 1  # runs per server and size; the report shows the median run
 
 
 def server_env(scenario: str, settings: Settings) -> dict[str, str]:

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks.report import spread
+from benchmarks.run import median_run, worth_repeating
+
 TEMPLATE = Path(__file__).resolve().parent.parent
 CLIENTS = 20
 TINY_RUN = [
@@ -92,3 +95,27 @@ def test_baked_brokers_complete_wherever_they_run(tiny_run: Path, server: str) -
     for result in rows(tiny_run):
         if result["server"] == server and result["status"] == "ok":
             assert result[served[result["scenario"]]] == CLIENTS, result
+
+
+# --repeat: the report shows each server's median run, and never hides a failed one.
+
+
+def run_row(value: float, status: str = "ok") -> dict[str, Any]:
+    return {"scenario": "s1", "server": "baked", "status": status, "lateness_p99": value}
+
+
+def test_the_median_run_is_reported_with_the_range_of_all_runs() -> None:
+    runs = [run_row(0.9), run_row(0.3), run_row(0.5), run_row(0.4)]
+    chosen = median_run(runs)
+    assert chosen["lateness_p99"] == 0.4  # the lower middle of an even count: a real run
+    assert chosen["runs"] == [0.9, 0.3, 0.5, 0.4]
+    assert spread("0.400", chosen) == "0.400 (0.300-0.900)"
+    assert median_run([run_row(0.7)]) == run_row(0.7)
+
+
+def test_a_failed_run_is_never_outvoted() -> None:
+    failed = run_row(0.0, status="error")
+    assert median_run([run_row(0.3), failed, run_row(0.4)]) is failed
+    assert not worth_repeating(failed)
+    assert not worth_repeating(run_row(58.0) | {"lateness_is_lower_bound": True})
+    assert worth_repeating(run_row(0.3) | {"lateness_is_lower_bound": False})
