@@ -75,9 +75,9 @@ async def subscribe(
         progress.failed += 1
 
 
-async def read_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+async def read_answer(reader: asyncio.StreamReader) -> int:
     status, headers = await http.read_head(reader)
-    await http.read_body(http.Response(status, headers, reader, writer, http.decoder_for(headers)))
+    await http.read_body(reader, http.decoder_for(headers))
     return status
 
 
@@ -97,7 +97,7 @@ async def publish_all(config: FanoutConfig) -> list[int]:
                 http.build_request("POST", path, config.port, body, Content_Type="application/json")
             )
             # Bounded: a server that never answers a publish must not stall the run.
-            status = await asyncio.wait_for(read_answer(reader, writer), PUBLISH_TIMEOUT)
+            status = await asyncio.wait_for(read_answer(reader), PUBLISH_TIMEOUT)
             statuses.append(status)
             if status == 404:
                 raise NotAvailable(f"POST {path} answered 404")

@@ -1,4 +1,4 @@
-"""Just enough HTTP/1.1 over asyncio streams for SSE clients and a publisher.
+"""Just enough HTTP/1.1 for SSE clients (stream.py) and a publisher (fanout.py).
 
 httpx costs far more per connection than the servers under test at this scale, so the
 clients speak HTTP themselves: one request, a parsed status line and headers, and an
@@ -10,15 +10,6 @@ from dataclasses import dataclass, field
 
 HOST = "127.0.0.1"
 READ_SIZE = 65536
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    decoder: "BodyDecoder"
 
 
 @dataclass
@@ -83,12 +74,12 @@ def decoder_for(headers: dict[str, str]) -> BodyDecoder:
     return BodyDecoder(chunked=False, remaining=int(length) if length is not None else None)
 
 
-async def read_body(response: Response) -> bytes:
+async def read_body(reader: asyncio.StreamReader, decoder: BodyDecoder) -> bytes:
     """Read a whole (short) body; for JSON answers from the publish endpoint."""
     body = bytearray()
-    while not response.decoder.done:
-        data = await response.reader.read(READ_SIZE)
+    while not decoder.done:
+        data = await reader.read(READ_SIZE)
         if not data:
             break
-        body += response.decoder.feed(data)
+        body += decoder.feed(data)
     return bytes(body)

@@ -16,7 +16,7 @@ from .sse import Event, SseParser
 
 # Called with the arrival time of a read and one event from it; True stops the stream.
 OnEvent = Callable[[float, Event], bool]
-EXPECTED_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
+EXPECTED_ERRORS = (OSError, ValueError)  # the connection failed, or a malformed response
 MAX_HEAD = 16384
 
 
@@ -96,7 +96,7 @@ class _SseClient(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.result.eof = self.decoder is not None
-        self._finish(None if self.decoder is not None else "IncompleteReadError")
+        self._finish(None if self.decoder is not None else "closed before the headers")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
