@@ -16,6 +16,7 @@ from . import environment, plot, report, scenarios
 from .bake import TEMPLATE_DIR
 from .limits import raise_nofile
 from .machine import wait_for_quiet
+from .scenarios import Settings
 from .targets import TARGETS, Bakery, Unavailable, launch
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -29,6 +30,18 @@ def name_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+SETTING_HELP = {
+    "count": "s1: events per stream",
+    "interval": "s1: seconds between",
+    "deadline": "per scenario run, s",
+    "messages": "s3: messages published",
+    "publish_interval": "s3: seconds between publishes",
+    "loadgen_procs": "s1: load processes",
+    "repeat": "runs per server and size, in turn; the report shows the median run",
+    "quiet_wait": "wait up to this for an idle machine before each run, s",
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--scenario", type=name_list, default=["s1"], help="s1,s2,s3")
@@ -36,18 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for s in ("s1", "s2", "s3"):
         parser.add_argument(f"--{s}-clients", type=int_list, help=f"sizes for {s} only")
     parser.add_argument("--servers", type=name_list, default=list(TARGETS), help="names, comma")
-    parser.add_argument("--count", type=int, default=5, help="s1: events per stream")
-    parser.add_argument("--interval", type=float, default=1.0, help="s1: seconds between")
-    parser.add_argument("--deadline", type=float, default=60.0, help="per scenario run, s")
-    parser.add_argument("--messages", type=int, default=10, help="s3: messages published")
-    parser.add_argument("--publish-interval", type=float, default=1.0, help="s3: seconds")
-    parser.add_argument("--loadgen-procs", type=int, default=1, help="s1: load processes")
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per server and size, interleaved; median"
-    )
-    parser.add_argument(
-        "--quiet-wait", type=float, default=0.0, help="wait up to this for an idle machine, s"
-    )
+    # One option per field of Settings, which holds the defaults.
+    for name, help_text in SETTING_HELP.items():
+        default = getattr(Settings, name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=help_text
+        )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--template", type=Path, default=TEMPLATE_DIR, help="template to bake (default: this repo)"
@@ -64,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def measure(
-    scenario: str, server_name: str, clients: int, settings: scenarios.Settings, bakery: Bakery
+    scenario: str, server_name: str, clients: int, settings: Settings, bakery: Bakery
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"scenario": scenario, "server": server_name, "clients": clients}
     try:
@@ -123,16 +130,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_nofile()  # inherited by every server and load generator we start
-    settings = scenarios.Settings(
-        count=args.count,
-        interval=args.interval,
-        deadline=args.deadline,
-        loadgen_procs=args.loadgen_procs,
-        repeat=args.repeat,
-        messages=args.messages,
-        publish_interval=args.publish_interval,
-        quiet_wait=args.quiet_wait,
-    )
+    settings = Settings(**{name: getattr(args, name) for name in SETTING_HELP})
     meta = {
         "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),
         "settings": settings.__dict__,

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.report import spread
-from benchmarks.run import median_run, worth_repeating
+from benchmarks.run import SETTING_HELP, median_run, worth_repeating
+from benchmarks.scenarios import Settings
 
 TEMPLATE = Path(__file__).resolve().parent.parent
 CLIENTS = 20
@@ -119,3 +121,7 @@ def test_a_failed_run_is_never_outvoted() -> None:
     assert not worth_repeating(failed)
     assert not worth_repeating(run_row(58.0) | {"lateness_is_lower_bound": True})
     assert worth_repeating(run_row(0.3) | {"lateness_is_lower_bound": False})
+
+
+def test_every_setting_is_an_option_of_the_runner() -> None:
+    assert set(SETTING_HELP) == {field.name for field in fields(Settings)}
