@@ -16,7 +16,7 @@ Two settings, applied once start-up is done:
   only reference cycles that outlived both of them wait longer to be freed.
 
 Measured together on one worker (S1, 5,000 clients): the collector's pauses during the
-storm went from 0.59 s to 0.08-0.10 s. Python 3.14's incremental collector, if your
+storm went from 0.59 s to 0.08-0.11 s. Python 3.14's incremental collector, if your
 interpreter has it, has no full collections to space out (its third threshold reads 0),
 so there only the freeze applies.
 """
