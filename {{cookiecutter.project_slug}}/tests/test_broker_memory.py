@@ -48,6 +48,25 @@ def test_the_least_recently_published_channel_without_subscribers_is_forgotten()
     assert b"event: reset" in resumed and b"second" not in resumed
 
 
+def test_resuming_a_forgotten_channel_gets_a_reset_not_a_silent_gap():
+    async def run() -> tuple[bytes, bytes, bytes]:
+        broker = MemoryBroker(history_size=10, max_channels=1)
+        ids = [await broker.publish("a", "message", f"m{n}") for n in range(5)]
+        later = await broker.publish("b", "message", "x")  # "a" is forgotten
+        gap = await broker.catch_up(broker.subscribe("a", stream()), ids[1])
+        # An id newer than everything forgotten missed nothing: no reset for it.
+        whole = await broker.catch_up(broker.subscribe("a", stream()), later)
+        await broker.publish("b", "message", "y")
+        # A channel never published to, resumed from an id it was given as its head.
+        fresh = await broker.catch_up(broker.subscribe("c", stream()), later)
+        return gap, whole, fresh
+
+    gap, whole, fresh = asyncio.run(run())
+    assert b"event: reset" in gap
+    assert b"event: reset" not in whole
+    assert b"event: reset" not in fresh
+
+
 def test_a_new_channel_is_refused_when_every_kept_one_has_subscribers():
     async def run() -> None:
         broker = MemoryBroker(history_size=10, max_channels=1)

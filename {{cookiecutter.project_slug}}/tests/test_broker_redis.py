@@ -59,6 +59,19 @@ def test_ids_are_redis_stream_ids_and_replay_reads_them(redis_db: RedisServer):
     assert replay == b"".join(f"id: {i}\ndata: m{n}\n\n".encode() for n, i in enumerate(ids) if n)
 
 
+def test_the_largest_id_redis_allows_is_an_unknown_id_not_an_error(redis_db: RedisServer):
+    channel = new_channel()
+    largest = "18446744073709551615-18446744073709551615"
+
+    async def test(broker: RedisBroker) -> bytes:
+        await broker.publish(channel, "message", "m0")
+        return await broker.catch_up(broker.subscribe(channel, stream()), largest)
+
+    replay = with_broker(redis_db.url, test)
+    assert b"\nevent: reset\n" in replay
+    assert b"unknown" in replay
+
+
 def test_one_reader_per_channel_and_the_same_bytes_for_every_subscriber(redis_db: RedisServer):
     channel = new_channel()
 

@@ -112,7 +112,14 @@ def test_unknown_id_gets_a_reset_event(channels: RunningServer, client: httpx.Cl
         assert "unknown" in reset.data
 
 
-@pytest.mark.parametrize("bad", ["abc", "1", "-1-1", "1-2-3", "1" * 21 + "-0", "x" * 5000])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        *["abc", "1", "-1-1", "1-2-3", "1" * 21 + "-0", "x" * 5000],
+        # These fit the pattern but not Redis's unsigned 64-bit parts.
+        *["9" * 20 + "-0", "0-18446744073709551616"],
+    ],
+)
 def test_bad_last_event_id_gets_400(channels: RunningServer, client: httpx.Client, bad: str):
     response = client.get(
         f"{channels.url}/channels/{new_channel()}/events", headers={"Last-Event-ID": bad}

@@ -20,6 +20,7 @@ from .fanout import Subscribers
 # Ids look like Redis stream ids, "<milliseconds>-<sequence>", for both brokers: ordered,
 # and the memory broker's first part names the process run that issued them.
 _ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
+_MAX_PART = 2**64 - 1
 DEFAULT_EVENT = "message"
 
 
@@ -34,7 +35,8 @@ class BrokerUnavailable(Exception):
 def parse_id(text: str) -> tuple[int, int]:
     """An id as a sortable pair; BadEventId if it is not one this service issues."""
     match = _ID.match(text)
-    if match is None:
+    # Both parts are unsigned 64-bit numbers in Redis, which refuses larger ones.
+    if match is None or max(int(match[1]), int(match[2])) > _MAX_PART:
         raise BadEventId("Last-Event-ID must be an id sent by this stream, like 1700000000000-5")
     return int(match[1]), int(match[2])
 

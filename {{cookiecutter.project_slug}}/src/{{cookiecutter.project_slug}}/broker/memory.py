@@ -4,7 +4,8 @@ Ids are "<run>-<n>": `n` counts every message this process has published, on any
 channel, and `run` is when the process started (in ms). So an id is never issued twice:
 not after a restart (an id from the previous run is recognised and the client is told,
 with a reset, instead of being resumed from the new run's message `n + 1`), and not
-after a channel was forgotten and made again.
+after a channel was forgotten and made again. A client resuming a channel that was
+forgotten is told, with a reset, that its history is gone.
 
 Memory is bounded: each channel keeps its last SSE_HISTORY_SIZE messages, and at most
 SSE_MAX_CHANNELS channels are kept; making one more forgets the channel published to
@@ -25,8 +26,8 @@ class _History:
     def __init__(self, size: int, floor: int) -> None:
         self.ring: deque[tuple[int, Message]] = deque(maxlen=size)
         # The newest message number this channel may have lost: the last one pushed out
-        # of the ring, or, for a new channel, every number issued before it existed (a
-        # client holding one may have missed a forgotten earlier channel of that name).
+        # of the ring, or, for a new channel, the newest of every forgotten channel (a
+        # client holding an older one may have missed a forgotten channel of that name).
         self.floor = floor
 
 
@@ -39,6 +40,7 @@ class MemoryBroker(Broker):
         self.max_channels = max_channels
         self.run = time.time_ns() // 1_000_000
         self.sequence = 0  # messages ever published by this process, on any channel
+        self.forgotten = 0  # the newest message number of every channel forgotten so far
         #: Least recently published first: the order in which channels are forgotten.
         self.channels: dict[str, _History] = {}
 
@@ -46,7 +48,7 @@ class MemoryBroker(Broker):
         history = self.channels.pop(channel, None)
         if history is None:
             self._make_room()
-            history = _History(self.history_size, floor=self.sequence)
+            history = _History(self.history_size, floor=self.forgotten)
         self.channels[channel] = history  # now the most recently published
         self.sequence += 1
         message = make_message(f"{self.run}-{self.sequence}", event, data)
@@ -61,9 +63,10 @@ class MemoryBroker(Broker):
     def _make_room(self) -> None:
         if len(self.channels) < self.max_channels:
             return
-        for name in self.channels:
+        for name, history in self.channels.items():
             if name not in self.local:
                 del self.channels[name]
+                self.forgotten = max(self.forgotten, history.ring[-1][0])
                 return
         raise BrokerUnavailable(
             f"all {self.max_channels} channels this worker keeps (SSE_MAX_CHANNELS) have "
@@ -80,7 +83,9 @@ class MemoryBroker(Broker):
             return Replay((), head, f"unknown id {after}: the server has restarted since")
         if number > self.sequence:
             return Replay((), head, f"unknown id {after}: newer than this channel's last message")
-        if history is None:
+        if history is None:  # never published to, or forgotten since
+            if number < self.forgotten:
+                return Replay((), head, f"id {after} is older than this channel's history")
             return Replay((), head)
         if number < history.floor:
             return Replay((), head, f"id {after} is older than the {len(history.ring)} kept")

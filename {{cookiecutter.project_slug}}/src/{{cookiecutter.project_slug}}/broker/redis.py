@@ -190,11 +190,13 @@ class RedisBroker(Broker):
             if parse_id(after) == (0, 0):
                 return Replay((), EMPTY)
             return Replay((), EMPTY, f"unknown id {after}: this channel has no history")
-        if isinstance(entries, Exception):
-            raise entries
         head = info["last-generated-id"].decode()
+        # Before the XRANGE result: an exclusive start past the newest possible id is an
+        # error there, and it is only an unknown id here.
         if parse_id(after) > parse_id(head):
             return Replay((), head, f"unknown id {after}: newer than this channel's last message")
+        if isinstance(entries, Exception):
+            raise entries
         if _trimmed_after(info, after):
             return Replay((), head, f"id {after} is older than this channel's history")
         return Replay([_message(entry_id, fields) for entry_id, fields in entries], head)
