@@ -199,3 +199,28 @@ def test_streams_work_where_the_connection_is_hidden(
     while client.get(endless.url + "/healthz").json()["streams"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.get(endless.url + "/healthz").json()["streams"] == 0
+
+
+def _under_a_root_path(settings: Settings) -> Callable[..., Awaitable[None]]:
+    """The app as `uvicorn --root-path /api` calls it: the root path in front of `path`."""
+    app = create_app(settings)
+
+    async def rooted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "root_path": "/api", "path": "/api" + scope["path"]}
+        await app(scope, receive, send)
+
+    return rooted
+
+
+def test_stream_routes_behave_the_same_under_a_root_path(
+    serve, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(conftest, "create_app", _under_a_root_path)
+    running = serve(message_count=3, message_interval=0)
+    # The stream route's own answer (400 with a reason), not FastAPI's validation (422).
+    response = client.get(running.url + "/events?last_event_id=x")
+    assert response.status_code == 400
+    assert "Last-Event-ID" in response.json()["detail"]
+    received = read_stream(client, running.url, path="/events?last_event_id=1")
+    assert [event.data for event in messages(received)] == ["Message 2", "Message 3"]

@@ -68,6 +68,17 @@ def test_resume_by_query_parameter_is_logged_too(serve, client, caplog):
     assert resume.getMessage().endswith(f"last_event_id={last}")
 
 
+def test_a_resume_point_in_any_script_is_logged_and_the_stream_served(serve, client, caplog):
+    running = serve(message_count=3, message_interval=0, log_level="debug")
+    # U+2003 (an em space) is stripped like any space, but is not Latin-1.
+    with client.stream("GET", running.url + "/events?last_event_id=2%E2%80%83") as response:
+        assert response.status_code == 200
+        assert "data: Message 3" in response.read().decode()
+    [resume] = lines(caplog, "resume")
+    assert "last_event_id=" in resume.getMessage()
+    assert wait_for(lambda: client.get(running.url + "/healthz").json()["streams"] == 0)
+
+
 def test_at_info_level_a_stream_logs_nothing(serve, client, caplog):
     running = serve(message_count=2, message_interval=0)
     read_all(client, running.url)

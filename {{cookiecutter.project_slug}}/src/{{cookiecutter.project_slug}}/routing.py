@@ -80,16 +80,21 @@ class StreamingFastAPI(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
+            # Routes are matched below the root path (`--root-path`, a mount), as
+            # Starlette's router does; uvicorn puts it in front of `path`.
+            path, root = scope["path"], scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
             for pattern, endpoint in self._streams:
-                match = pattern.match(scope["path"])
+                match = pattern.match(path)
                 if match is not None:
-                    response = await endpoint(**match.groupdict(), last_event_id=_resume(scope))
+                    response = await endpoint(**match.groupdict(), last_event_id=resume_id(scope))
                     await response(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
 
 
-def _resume(scope: Scope) -> str | None:
+def resume_id(scope: Scope) -> str | None:
     """What resume_point() resolves, read straight from the scope."""
     for key, value in scope["headers"]:
         if key == b"last-event-id":

@@ -14,19 +14,22 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .logs import value
+from .routing import resume_id
 from .sse import encode_retry
 
 if TYPE_CHECKING:
     from .hub import StreamHub
 
 log = logging.getLogger(__name__)
+#: A first chunk up to this size carries the `retry` line in the same write.
+MAX_CHUNK_WITH_RETRY = 16 * 1024
 #: How streams end as a matter of course; any other reason is a drop worth a WARNING.
 ROUTINE_ENDS = frozenset({"done", "gone", "shutdown"})
 
@@ -236,24 +239,31 @@ class EventStreamResponse(Response):
             stream.close("gone")
         clock = asyncio.get_running_loop().time
         opened = clock()
-        if log.isEnabledFor(logging.DEBUG):
-            _log_open(scope)
         try:
+            if log.isEnabledFor(logging.DEBUG):
+                _log_open(scope)
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            # Written with the first chunk: a write is a system call and a packet, and in a
-            # reconnect storm every client's first event is waiting behind them.
+            # Written with the first chunk when that is small (a reconnect storm's first
+            # events): a write is a system call and a packet, and every client's first event
+            # waits behind them. A large catch-up is not copied for it.
             retry = encode_retry(retry_ms)
-            async for chunk in self.source(stream):
-                if stream.closed and stream.close_reason == "gone":
-                    break
-                # Marked for the hub's timer, which drops a write blocked for longer than
-                # SSE_SEND_TIMEOUT (see EventStream.abort).
-                stream.writing_since = clock()
-                await send(_body(retry + chunk if retry else chunk))
-                retry = b""
-                stream.writing_since = 0.0
-                hub.count_written(chunk)
-                stream.active = True
+            # Closed here, not whenever the garbage collector finds it: a source's cleanup
+            # (a channel's unsubscribe) runs as soon as the stream ends.
+            async with aclosing(self.source(stream)) as chunks:
+                async for chunk in chunks:
+                    if stream.closed and stream.close_reason == "gone":
+                        break
+                    if retry and len(chunk) > MAX_CHUNK_WITH_RETRY:
+                        await send(_body(retry))
+                        retry = b""
+                    # Marked for the hub's timer, which drops a write blocked for longer
+                    # than SSE_SEND_TIMEOUT (see EventStream.abort).
+                    stream.writing_since = clock()
+                    await send(_body(retry + chunk if retry else chunk))
+                    retry = b""
+                    stream.writing_since = 0.0
+                    hub.count_written(chunk)
+                    stream.active = True
             # The last write can block as well (a client that stopped reading, at shutdown).
             stream.writing_since = clock()
             await send({"type": "http.response.body", "body": retry, "more_body": False})
@@ -281,11 +291,7 @@ async def _refuse(send: Send, retry_ms: int, max_clients: int) -> None:
 
 
 def _log_open(scope: Scope) -> None:
-    resume = next((v for k, v in scope["headers"] if k == b"last-event-id"), None)
-    if resume is None and b"last_event_id=" in scope.get("query_string", b""):
-        # A new EventSource cannot set headers: the channels take the id in the query too.
-        query = parse_qs(scope["query_string"].decode("latin-1"))
-        resume = query.get("last_event_id", [""])[0].encode("latin-1")
+    resume = resume_id(scope)
     if resume is None:
         log.debug("event=connect client=%s path=%s", _client(scope), value(scope["path"]))
     else:
@@ -293,7 +299,7 @@ def _log_open(scope: Scope) -> None:
             "event=resume client=%s path=%s last_event_id=%s",
             _client(scope),
             value(scope["path"]),
-            value(resume.decode("latin-1")[:64]),
+            value(resume[:64]),
         )
 
 
