@@ -2,7 +2,8 @@
 
 Example (the reference run):
     python -m benchmarks.run --scenario s1,s2,s3 --s1-clients 1000,5000,10000 \
-        --s2-clients 10000 --s3-clients 1000,10000 --out benchmarks/results/reference
+        --s2-clients 10000 --s3-clients 1000,10000 --repeat 3 --quiet-wait 30 \
+        --out benchmarks/results/reference
 """
 
 import argparse
@@ -108,21 +109,26 @@ def summary(row: dict[str, Any]) -> str:
 
 
 def worth_repeating(row: dict[str, Any]) -> bool:
-    """Not a server that failed, or one that still had clients waiting at the deadline:
-    another run would only take as long again to show the same lower bound."""
-    return row["status"] == "ok" and not row.get("lateness_is_lower_bound", False)
+    """Not a server that failed, measured nothing, or still had clients waiting at the
+    deadline: another run would only take as long again to show the same."""
+    return (
+        row["status"] == "ok"
+        and row.get(report.HEADLINE[row["scenario"]]) is not None
+        and not row.get("lateness_is_lower_bound", False)
+    )
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run whose headline number is the median of all runs, with their spread.
 
     One whole run rather than a median per column, so every number in a row comes from
-    the same measurement. A failed run is reported as such: it is never outvoted.
+    the same measurement. A failed run, or one that measured nothing, is reported as
+    such: it is never outvoted.
     """
-    failed = [r for r in runs if r["status"] != "ok"]
+    key = report.HEADLINE[runs[0]["scenario"]]
+    failed = [r for r in runs if r["status"] != "ok" or r.get(key) is None]
     if failed or len(runs) == 1:
         return failed[0] if failed else runs[0]
-    key = report.HEADLINE[runs[0]["scenario"]]
     ordered = sorted(runs, key=lambda r: r[key])
     return ordered[(len(ordered) - 1) // 2] | {"runs": [r[key] for r in runs]}
 

@@ -7,6 +7,7 @@ test here ever compares a latency, a CPU time or a memory figure to a threshold.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import fields
@@ -89,6 +90,14 @@ def test_bare_broadcast_delivers_every_message(tiny_run: Path) -> None:
     assert result["deliveries"] == result["expected"] == CLIENTS * 2
 
 
+def test_the_redis_bake_runs_where_redis_is_required(tiny_run: Path) -> None:
+    if os.environ.get("SSE_REQUIRE_REDIS") != "1":
+        pytest.skip("redis-server may be missing here; SSE_REQUIRE_REDIS=1 makes it required")
+    measured = [r for r in rows(tiny_run) if r["server"] == "baked_redis"]
+    assert measured, "baked_redis never ran"
+    assert all(r["status"] == "ok" for r in measured), measured
+
+
 @pytest.mark.parametrize("server", ["baked", "baked_redis"])
 def test_baked_brokers_complete_wherever_they_run(tiny_run: Path, server: str) -> None:
     # "not available" (no redis-server, or a template without that route) is reported in
@@ -125,3 +134,9 @@ def test_a_failed_run_is_never_outvoted() -> None:
 
 def test_every_setting_is_an_option_of_the_runner() -> None:
     assert set(SETTING_HELP) == {field.name for field in fields(Settings)}
+
+
+def test_a_run_that_measured_nothing_is_reported_not_sorted() -> None:
+    empty = run_row(0.3) | {"lateness_p99": None}
+    assert median_run([run_row(0.3), empty, run_row(0.4)]) is empty
+    assert not worth_repeating(empty)

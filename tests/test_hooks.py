@@ -83,3 +83,15 @@ def test_edge_answers_are_accepted(tmp_path: Path, prompt: str, value: str):
     result = bake_cli(tmp_path, f"{prompt}={value}")
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [("SSE Demo", "sse_demo"), ("TCP/IP Feed", "tcp_ip_feed"), ("Über Café", "uber_cafe")],
+)
+def test_the_default_slug_is_a_package_name_for_any_project_name(
+    tmp_path: Path, name: str, slug: str
+):
+    result = bake_cli(tmp_path, f"project_name={name}")
+    assert result.returncode == 0, result.stderr
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [slug]
