@@ -1,106 +1,228 @@
-"""FastAPI, with a short way in for the event streams.
+"""Stream routes: ordinary FastAPI routes, with a lean handler where nothing is declared.
 
-A stream's cost is set when it opens, and a reconnect storm opens thousands at once; a
-broadcast then writes to all of them. Going through FastAPI's full request path (its
-telemetry check, the middleware stack, the router, per-request dependency solving, and
-two middleware wrappers around every `send`) measured about 2x the CPU per stream of a
-bare ASGI app, where this short way is about 1.2x. So GET requests to the paths
-registered with `@app.stream(...)` go straight to their endpoint; everything else, and the
-OpenAPI docs of the streams themselves, stays ordinary FastAPI.
+`@router.stream(path)` (on the app or on any `StreamRouter`) declares a GET route whose
+endpoint returns a stream response. It is a FastAPI route in every way a user relies on:
+the app's middleware runs for it, route-, router- and app-level `dependencies` run, its
+parameters may use `Depends`, `Header`, `Cookie`, `Query`, `Path` and `Request` with
+FastAPI's validation (422), and an `HTTPException` or any exception with a registered
+handler becomes that handler's response.
 
-The short way runs no middleware and no FastAPI validation: a stream endpoint validates
-what it receives itself, and cross-cutting behaviour (CORS, auth) belongs in it too.
+What it saves is only what an endpoint does not use. FastAPI's request handler costs
+about 60 us of CPU per request before the endpoint runs, measured in-process (see
+benchmarks/route_cost.py), on top of every stream's few hundred: a reconnect storm opens
+thousands at once. An endpoint that declares nothing beyond its path parameters and a
+resume point (see `resume_point`) is called by a handler that validates exactly those
+and nothing else; any other declaration gets FastAPI's own handler, whole. Whatever a
+stream route cannot honour is refused when it is declared (`StreamRouteError`).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of
-# resume_point()'s inner function at run time, and they refer to its local `pattern`.
-import re
-from collections.abc import Awaitable, Callable
+# resume_point()'s inner function at run time.
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Depends, FastAPI, Header, Query, Response
-from starlette.routing import compile_path
-from starlette.types import Receive, Scope, Send
+import fastapi.routing
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.datastructures import Default, DefaultPlaceholder
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.types import Scope
 
-#: A stream endpoint is called with its path parameters, as strings, and `last_event_id`.
+#: A stream endpoint returns the response that writes the stream (or an error response).
 StreamEndpoint = Callable[..., Awaitable[Response]]
+#: The `resolve` functions made by resume_point(): the lean handler reads them directly.
+_RESUME_POINTS: set[Callable[..., Any]] = set()
+
+
+class StreamRouteError(TypeError):
+    """A stream route declared with something it cannot honour."""
 
 
 def resume_point(pattern: str) -> Any:
     """The type of a stream's resume point: the Last-Event-ID header, else ?last_event_id=.
 
-    `pattern` documents the ids the stream accepts (it answers 400 to others itself: the
-    short way runs no FastAPI validation).
+    The value arrives as sent, unvalidated: a stream answers a bad id itself, with 400 and
+    a reason (an `EventSource` retrying with a broken id must learn why, and FastAPI's 422
+    would name only the pattern). `pattern` documents the ids the stream accepts.
     """
 
+    # Async: FastAPI runs a sync dependency in its threadpool, ~300 us per stream.
     # `str`, not `str | None`, in the schema: a header or query parameter is absent,
     # never null.
-    def resolve(
+    async def resolve(
         header: Annotated[
             str,  # noqa: RUF013
             Header(
                 alias="last-event-id",
-                pattern=pattern,
                 description="The id of the last event the client has.",
+                json_schema_extra={"pattern": pattern},
             ),
         ] = None,
         query: Annotated[
             str,  # noqa: RUF013
             Query(
                 alias="last_event_id",
-                pattern=pattern,
                 description="Same as the Last-Event-ID header, for clients that cannot set "
                 "headers (a new EventSource); the header wins.",
+                json_schema_extra={"pattern": pattern},
             ),
         ] = None,
     ) -> str | None:
         return header if header is not None else query
 
+    _RESUME_POINTS.add(resolve)
     return Annotated[str | None, Depends(resolve)]
 
 
-class StreamingFastAPI(FastAPI):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._streams: list[tuple[re.Pattern[str], StreamEndpoint]] = []
-
-    def stream(self, path: str, **route_options: Any) -> Callable[[StreamEndpoint], StreamEndpoint]:
-        """Declare a GET stream route: a normal FastAPI route that also gets the short way in.
-
-        The endpoint takes its path parameters and `last_event_id` (see resume_point()).
-        """
-
-        def register(endpoint: StreamEndpoint) -> StreamEndpoint:
-            pattern, _, _ = compile_path(path)
-            self._streams.append((pattern, endpoint))
-            return self.get(path, **route_options)(endpoint)
-
-        return register
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            # Routes are matched below the root path (`--root-path`, a mount), as
-            # Starlette's router does; uvicorn puts it in front of `path`.
-            path, root = scope["path"], scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            for pattern, endpoint in self._streams:
-                match = pattern.match(path)
-                if match is not None:
-                    response = await endpoint(**match.groupdict(), last_event_id=resume_id(scope))
-                    await response(scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
-
-
 def resume_id(scope: Scope) -> str | None:
-    """What resume_point() resolves, read straight from the scope."""
+    """What resume_point() resolves, read straight from the scope, as FastAPI reads it."""
+    found: str | None = None
     for key, value in scope["headers"]:
         if key == b"last-event-id":
-            return value.decode("latin-1")
-    if scope["query_string"]:
-        for key, value in parse_qsl(scope["query_string"].decode("latin-1")):
-            if key == "last_event_id":
-                return value
-    return None
+            found = value.decode("latin-1")  # the last one wins, as in Starlette's Headers
+    if found is not None or not scope["query_string"]:
+        return found
+    for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+        if key == "last_event_id":
+            found = value
+    return found
+
+
+class StreamRoute(APIRoute):
+    """A GET route for a stream endpoint; see the module's docstring."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        _refuse_what_streams_cannot_honour(path, endpoint, options)
+        super().__init__(path, endpoint, **options)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        full = super().get_route_handler()
+        dependant = _effective_dependant(self)
+        if not _is_lean(dependant):
+            return full
+        return _lean_handler(dependant, self.path, full, self.dependency_overrides_provider)
+
+
+def _effective_dependant(route: APIRoute) -> Dependant:
+    """The dependant FastAPI builds this handler for, with its included routers' dependencies.
+
+    FastAPI 0.16x builds one handler per inclusion of a route and names the inclusion
+    (prefix, router-level dependencies) in a context variable while it does; earlier
+    versions made a new route per inclusion, whose own dependant has them all.
+    tests/test_stream_routes.py fails if a router's dependencies are ever skipped.
+    """
+    context_var = getattr(fastapi.routing, "_effective_route_context_var", None)
+    context = context_var.get() if context_var is not None else None
+    if context is not None and context.original_route is route and context.dependant:
+        return context.dependant  # type: ignore[no-any-return]
+    return route.dependant
+
+
+def _is_lean(dependant: Dependant) -> bool:
+    """Whether the endpoint declares only path parameters and resume points."""
+    return (
+        inspect.iscoroutinefunction(dependant.call)
+        and all(sub.call in _RESUME_POINTS for sub in dependant.dependencies)
+        and not dependant.query_params
+        and not dependant.header_params
+        and not dependant.cookie_params
+        and not dependant.body_params
+        and dependant.request_param_name is None
+        and dependant.websocket_param_name is None
+        and dependant.http_connection_param_name is None
+        and dependant.response_param_name is None
+        and dependant.background_tasks_param_name is None
+        and dependant.security_scopes_param_name is None
+    )
+
+
+def _lean_handler(
+    dependant: Dependant,
+    path: str,
+    full: Callable[[Request], Coroutine[Any, Any, Response]],
+    overrides_provider: Any,
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """Validate the path parameters, read the resume points, call the endpoint.
+
+    While `app.dependency_overrides` is set (in tests), FastAPI's handler applies it.
+    """
+    endpoint = dependant.call
+    assert endpoint is not None
+    path_params = dependant.path_params
+    resume_names = [sub.name for sub in dependant.dependencies if sub.name]
+
+    async def handle(request: Request) -> Response:
+        if overrides_provider is not None and overrides_provider.dependency_overrides:
+            return await full(request)
+        scope = request.scope
+        values, errors = request_params_to_args(path_params, scope["path_params"])
+        if errors:
+            raise RequestValidationError(errors)
+        if resume_names:
+            resume = resume_id(scope)
+            for name in resume_names:
+                values[name] = resume
+        response = await endpoint(**values)
+        if not isinstance(response, Response):
+            raise TypeError(
+                f"stream route {path} returned {type(response).__name__}, not a Response"
+            )
+        return response
+
+    return handle
+
+
+def _refuse_what_streams_cannot_honour(
+    path: str, endpoint: Callable[..., Any], options: dict[str, Any]
+) -> None:
+    def refuse(reason: str) -> None:
+        raise StreamRouteError(f"stream route {path} ({endpoint.__qualname__}): {reason}")
+
+    if inspect.isasyncgenfunction(endpoint) or inspect.isgeneratorfunction(endpoint):
+        # FastAPI would stream what it yields itself: no heartbeat, no shutdown, no limits.
+        refuse(
+            "the endpoint yields; return EventStreamResponse(hub, source) with the "
+            "generator as its source (see stream.Source)"
+        )
+    if set(options.get("methods") or ["GET"]) != {"GET"}:
+        refuse("streams are GET only (EventSource sends nothing else)")
+    response_model = options.get("response_model", Default(None))
+    if not isinstance(response_model, DefaultPlaceholder) and response_model is not None:
+        refuse("a stream has no response model; describe its events in `responses`")
+    if options.get("status_code") not in (None, 200):
+        refuse("a stream answers 200; return another Response for other statuses")
+
+
+def add_stream_route(
+    router: APIRouter, path: str, endpoint: StreamEndpoint, **options: Any
+) -> None:
+    options.setdefault("methods", ["GET"])
+    router.add_api_route(path, endpoint, route_class_override=StreamRoute, **options)
+
+
+def _stream_decorator(
+    router: APIRouter, path: str, options: dict[str, Any]
+) -> Callable[[StreamEndpoint], StreamEndpoint]:
+    def register(endpoint: StreamEndpoint) -> StreamEndpoint:
+        add_stream_route(router, path, endpoint, **options)
+        return endpoint
+
+    return register
+
+
+class StreamRouter(APIRouter):
+    """An APIRouter with `@router.stream(path, ...)` (the options of `@router.get`)."""
+
+    def stream(self, path: str, **options: Any) -> Callable[[StreamEndpoint], StreamEndpoint]:
+        return _stream_decorator(self, path, options)
+
+
+class StreamingFastAPI(FastAPI):
+    """FastAPI with `@app.stream(path, ...)` (the options of `@app.get`)."""
+
+    def stream(self, path: str, **options: Any) -> Callable[[StreamEndpoint], StreamEndpoint]:
+        return _stream_decorator(self.router, path, options)
