@@ -10,6 +10,7 @@ from . import bake, procs, redis_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UVICORN_BACKLOG = 4096  # Linux caps it at net.core.somaxconn (4096 here); same for all
+GROWN_SECRET = "benchmark-secret-" + "x" * 32  # turns private channels on; not a real one
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class Target:
     scenarios: frozenset[str]
     module: str | None = None  # a comparison server: `benchmarks.servers.<x>:app`
     broker: str | None = None  # the baked app, baked with this broker
+    #: Set with `broker`: a module that builds the baked app and adds to it.
+    grown: str | None = None
 
 
 S1_S2 = frozenset({"s1", "s2"})
@@ -32,6 +35,10 @@ TARGETS: dict[str, Target] = {
         Target("bare", S1_S2, module="benchmarks.servers.bare:app"),
         Target("bare_broadcast", S3, module="benchmarks.servers.broadcast:app"),
         Target("baked", frozenset({"s1", "s2", "s3"}), broker="memory"),
+        # With a user's CORSMiddleware and the channels' authorization switched on.
+        Target(
+            "baked_grown", frozenset({"s1"}), broker="memory", grown="benchmarks.servers.grown:app"
+        ),
         # `/events` does not touch the broker, so Redis only changes S3.
         Target("baked_redis", S3, broker="redis"),
     ]
@@ -82,6 +89,11 @@ def launch(target: Target, env: Mapping[str, str], bakery: Bakery) -> Iterator[S
     if target.broker is not None:
         src = bakery.src(target.broker)
         app, app_dir = bake.app_module(src), str(src)
+        if target.grown is not None:
+            server_env["SSE_BENCH_MAIN"] = app.partition(":")[0]
+            server_env["PYTHONPATH"] = app_dir
+            server_env["SSE_AUTH_SECRET"] = GROWN_SECRET
+            app, app_dir = target.grown, str(REPO_ROOT)
     else:
         assert target.module is not None
         app, app_dir = target.module, str(REPO_ROOT)

@@ -9,6 +9,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 HOST = "127.0.0.1"
+ORIGIN = "http://127.0.0.1"  # sent on every stream request, as a cross-origin page does
 READ_SIZE = 65536
 
 

@@ -118,8 +118,14 @@ async def stream_events(
     """Fill `result` in place, so a caller that cancels us still sees how far we got."""
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[None] = loop.create_future()
+    # Origin as a page on another origin sends it: servers with CORS then do their work.
     request = http.build_request(
-        "GET", path, port, Accept="text/event-stream", Cache_Control="no-cache"
+        "GET",
+        path,
+        port,
+        Accept="text/event-stream",
+        Cache_Control="no-cache",
+        Origin=http.ORIGIN,
     )
     transport = None
     try:
