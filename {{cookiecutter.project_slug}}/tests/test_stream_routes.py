@@ -6,7 +6,7 @@ checks, through a real server, that the stream honours it.
 
 # No `from __future__ import annotations`: FastAPI resolves the endpoints' annotations at
 # run time, and some name types local to their test.
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated
 
 import fastapi.routing
@@ -90,26 +90,24 @@ def test_cors_middleware_runs_for_the_streams(serve_with, client: httpx.Client):
 def test_pure_asgi_middleware_sees_the_stream(serve_with, client: httpx.Client):
     seen: list[str] = []
 
-    def customize(app: StreamingFastAPI) -> None:
-        def middleware(inner):
-            async def call(scope: Scope, receive: Receive, send: Send) -> None:
-                if scope["type"] == "http":
-                    seen.append(scope["path"])
+    class Tag:
+        def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+            self.app = app
 
-                    async def tagged(message: Message) -> None:
-                        if message["type"] == "http.response.start":
-                            message["headers"] = [*message["headers"], (b"x-seen", b"yes")]
-                        await send(message)
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            seen.append(scope["path"])
 
-                    await inner(scope, receive, tagged)
-                    return
-                await inner(scope, receive, send)
+            async def tagged(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message["headers"], (b"x-seen", b"yes")]
+                await send(message)
 
-            return call
+            await self.app(scope, receive, tagged)
 
-        app.add_middleware(middleware)
-
-    running = serve_with(customize)
+    running = serve_with(lambda app: app.add_middleware(Tag))
     response = client.get(running.url + "/events")
     assert response.headers["x-seen"] == "yes"
     assert events_of(response) == ["data: Message 1", "data: Message 2"]
