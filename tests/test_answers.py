@@ -319,6 +319,7 @@ def test_a_refusal_from_a_shell_is_one_line_and_leaves_no_folder(
     assert lines[0].startswith("Error: ")
 
 
+BROKERS = ("memory", "redis")
 WORST_NAMES = ["界" * 40, "\\" * 40, '"' * 40, "'" * 20 + '"' * 20, 'It\'s "quoted" 😀']
 
 
@@ -331,6 +332,8 @@ def test_the_longest_answers_still_bake_a_lint_clean_project(tmp_path: Path):
         where = tmp_path / str(number)
         where.mkdir()
         answers = {"project_name": name, "project_slug": f"s{number}" + "x" * 28}
+        # The Redis bake has lines of its own with the slug in them.
+        answers["broker"] = BROKERS[number % 2]
         result = bake(where, answers)
         assert result.exit_code == 0, result.stderr
         assert_holds_canonical(result.project, handed_over(answers))
@@ -393,7 +396,7 @@ def padded(core: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 # Answers the rules are meant to take, each perhaps padded or re-spelled.
 PRINTABLE = st.text(
     st.characters(exclude_categories=["C", "Z"], include_characters=" "), min_size=1, max_size=50
-)
+).filter(lambda text: not any(tag in text for tag in JINJA))
 LIKELY = {
     "project_name": padded(st.from_regex(r"[A-Za-z][A-Za-z0-9 '\"&./\-]{0,44}", fullmatch=True)),
     "project_slug": st.from_regex(r"[a-z]([a-z0-9_]{0,27}[a-z0-9])?", fullmatch=True)
