@@ -111,7 +111,7 @@ def assert_refused(result: Bake, prompt: str, value: object) -> str:
 
 def load_settings(project: Path):
     """The baked settings module, loaded on its own (no import of the baked package, whose
-    name may be any accepted slug, `click` or `cookiecutter` say, already imported here)."""
+    name may be any accepted slug, `cookiecutter` or `slugify` say, already imported here)."""
     path = next(project.glob("src/*/settings.py"))
     name = f"baked_settings_{abs(hash(path))}"
     spec = importlib.util.spec_from_file_location(name, path)
