@@ -13,8 +13,8 @@ from {{ cookiecutter.project_slug }}.settings import Settings, load_settings
 
 def test_defaults_are_the_baked_answers():
     settings = Settings()
-    assert settings.message_count == {{ cookiecutter.message_count | int }}
-    assert settings.message_interval == {{ cookiecutter.message_interval | float }}
+    assert settings.message_count == {{ cookiecutter.__message_count }}
+    assert settings.message_interval == {{ cookiecutter.__message_interval }}
     assert settings.heartbeat_interval == 15
     assert settings.retry_ms == 3000
 

@@ -25,7 +25,7 @@ from .settings import Settings, load_settings
 from .stream import EventStreamResponse
 
 HERE = Path(__file__).parent
-TITLE = {{ cookiecutter.project_name | tojson }}
+TITLE = {{ cookiecutter.__project_name | python_string }}
 #: What /events resumes after: the number of the last message the client has.
 MessageNumber = resume_point(pattern=r"^[0-9]{1,20}$")
 log = logging.getLogger("uvicorn.error")

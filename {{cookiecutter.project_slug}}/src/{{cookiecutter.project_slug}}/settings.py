@@ -11,10 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SSE_", frozen=True)
 
-    message_count: int = Field(default={{ cookiecutter.message_count | int }}, ge=1, le=1_000_000)
+    message_count: int = Field(default={{ cookiecutter.__message_count }}, ge=1, le=1_000_000)
     """How many messages the /events demo stream sends."""
 
-    message_interval: float = Field(default={{ cookiecutter.message_interval | float }}, ge=0, le=3600)
+    message_interval: float = Field(default={{ cookiecutter.__message_interval }}, ge=0, le=3600)
     """Seconds between two messages of the demo stream."""
 
     heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
