@@ -318,14 +318,29 @@ def test_only_declared_dependencies_are_solved(
 
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
 
+    async def only_the_request(request: Request) -> str:
+        if "x-pass" not in request.headers:
+            raise HTTPException(403, "no pass")
+        return request.headers["x-pass"]
+
     def customize(app: StreamingFastAPI) -> None:
         @app.stream("/me")
         async def me(user: str = Depends(require_token)) -> Response:
             return one(app, user)
 
+        # Called as FastAPI would call it, without FastAPI's solver (like read_channel).
+        @app.stream("/pass/{n}", dependencies=[Depends(only_the_request)])
+        async def with_pass(n: int, holder: Annotated[str, Depends(only_the_request)]) -> Response:
+            return one(app, f"{holder} {n + 1}")
+
     running = serve_with(customize)
     assert events_of(client.get(running.url + "/events?last_event_id=1")) == ["data: Message 2"]
     assert client.get(running.url + "/me").status_code == 401
+    refused = client.get(running.url + "/pass/1")
+    assert (refused.status_code, refused.json()) == (403, {"detail": "no pass"})
+    assert client.get(running.url + "/pass/x", headers={"X-Pass": "p"}).status_code == 422
+    allowed = client.get(running.url + "/pass/41", headers={"X-Pass": "pass"})
+    assert events_of(allowed) == ["data: pass 42"]
     assert solved == ["/me"]
 
 

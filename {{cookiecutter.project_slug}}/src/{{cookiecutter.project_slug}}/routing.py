@@ -10,9 +10,10 @@ handler becomes that handler's response.
 What it saves is only what an endpoint does not use. FastAPI's request handler costs
 about 65 us of CPU per request, and this lean one 25 us, measured in-process with the
 template repository's benchmarks/route_cost.py; a reconnect storm opens thousands of
-streams at once. An endpoint that declares nothing beyond its path parameters and a
-resume point (see `resume_point`) is called by a handler that validates exactly those
-and nothing else; any other declaration gets FastAPI's own handler, whole. Whatever a
+streams at once. An endpoint that declares nothing beyond its path parameters, resume
+points (see `resume_point`) and dependencies that take only the `Request` (as the
+channels' authorization does) is called by a handler that does exactly that and nothing
+else; any other declaration gets FastAPI's own handler, whole. Whatever a
 stream route cannot honour is refused when it is declared (`StreamRouteError`).
 """
 
@@ -123,15 +124,39 @@ def _effective_dependant(route: APIRoute) -> Dependant:
 
 
 def _is_lean(dependant: Dependant) -> bool:
-    """Whether the endpoint declares only path parameters and resume points."""
+    """Whether the endpoint declares only path parameters, resume points and `Request`
+    dependencies (see `_takes_only_the_request`)."""
     return (
         inspect.iscoroutinefunction(dependant.call)
-        and all(sub.call in _RESUME_POINTS for sub in dependant.dependencies)
-        and not dependant.query_params
+        and all(
+            sub.call in _RESUME_POINTS or _takes_only_the_request(sub)
+            for sub in dependant.dependencies
+        )
+        and _declares_nothing_but(dependant, request=False)
+    )
+
+
+def _takes_only_the_request(dependant: Dependant) -> bool:
+    """An `async def` dependency whose one parameter is the `Request`, as the channels'
+    `read_channel` is: calling it with the request is all FastAPI would do."""
+    return (
+        inspect.iscoroutinefunction(dependant.call)
+        and dependant.request_param_name is not None
+        and not dependant.dependencies
+        and not dependant.path_params
+        and _declares_nothing_but(dependant, request=True)
+    )
+
+
+def _declares_nothing_but(dependant: Dependant, *, request: bool) -> bool:
+    """No query, header, cookie or body parameters, and no special parameter (but the
+    `Request` where `request` allows it)."""
+    return (
+        not dependant.query_params
         and not dependant.header_params
         and not dependant.cookie_params
         and not dependant.body_params
-        and dependant.request_param_name is None
+        and (request or dependant.request_param_name is None)
         and dependant.websocket_param_name is None
         and dependant.http_connection_param_name is None
         and dependant.response_param_name is None
@@ -146,27 +171,37 @@ def _lean_handler(
     full: Callable[[Request], Coroutine[Any, Any, Response]],
     overrides_provider: Any,
 ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-    """Validate the path parameters, read the resume points, call the endpoint.
+    """Call the `Request` dependencies, validate the path parameters, read the resume
+    points, call the endpoint: in FastAPI's order, with its errors.
 
     While `app.dependency_overrides` is set (in tests), FastAPI's handler applies it.
     """
     endpoint = dependant.call
     assert endpoint is not None
     path_params = dependant.path_params
-    resume_names = [sub.name for sub in dependant.dependencies if sub.name]
+    # In declaration order, as FastAPI solves them; one named twice runs once (use_cache).
+    steps = [
+        (sub.name, sub.call, sub.call in _RESUME_POINTS, sub.use_cache)
+        for sub in dependant.dependencies
+    ]
 
     async def handle(request: Request) -> Response:
         if overrides_provider is not None and overrides_provider.dependency_overrides:
             return await full(request)
         scope = request.scope
-        values, errors = request_params_to_args(path_params, scope["path_params"])
+        values: dict[str, Any] = {}
+        solved: dict[Callable[..., Any], Any] = {}
+        for name, call, is_resume_point, use_cache in steps:
+            if use_cache and call in solved:
+                value = solved[call]
+            else:
+                value = solved[call] = resume_id(scope) if is_resume_point else await call(request)
+            if name:
+                values[name] = value
+        found, errors = request_params_to_args(path_params, scope["path_params"])
         if errors:
             raise RequestValidationError(errors)
-        if resume_names:
-            resume = resume_id(scope)
-            for name in resume_names:
-                values[name] = resume
-        response = await endpoint(**values)
+        response = await endpoint(**values, **found)
         if not isinstance(response, Response):
             raise TypeError(
                 f"stream route {path} returned {type(response).__name__}, not a Response"
