@@ -336,6 +336,20 @@ def test_a_short_secret_is_refused_at_start_up_without_showing_it(monkeypatch):
     assert "too-short-secret" not in message and "\n" not in message
 
 
+def test_the_app_does_not_start_with_a_short_secret():
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {PACKAGE}.main"],
+        env={"PATH": "/usr/bin:/bin", "SSE_AUTH_SECRET": "sixteen-byte-key"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Invalid settings: SSE_AUTH_SECRET='**********': ")
+    assert "at least 32 bytes (got 16)" in line and "sixteen-byte-key" not in line
+
+
 def test_the_demo_login_needs_a_secret(monkeypatch):
     monkeypatch.setenv("SSE_DEMO_LOGIN", "true")
     with pytest.raises(SystemExit, match=r"SSE_DEMO_LOGIN.*SSE_AUTH_SECRET"):
