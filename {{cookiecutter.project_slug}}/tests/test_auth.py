@@ -15,10 +15,13 @@ import httpx
 import jwt
 import pytest
 
-from {{ cookiecutter.project_slug }}.auth import TOKEN_EXPIRED
+from {{ cookiecutter.project_slug }}.auth import TOKEN_EXPIRED, Reader, read_channel
 from {{ cookiecutter.project_slug }}.channels import CHANNEL_PATTERN
+from {{ cookiecutter.project_slug }}.main import create_app
+from {{ cookiecutter.project_slug }}.routing import StreamingFastAPI
 from {{ cookiecutter.project_slug }}.settings import Settings, load_settings
 
+import conftest
 from conftest import RunningServer
 from sse_client import new_channel, publish, subscribe
 
@@ -199,6 +202,21 @@ def test_a_user_token_grants_no_private_channel(private):
 def test_the_channels_claim_grants_exact_names_and_prefixes(private, patterns, channel, status):
     response = stream_status(private.url, channel, bearer(token("alice", channels=patterns)))
     assert response.status_code == status, response.read()
+
+
+def test_the_guard_is_an_ordinary_dependency_that_tests_may_override(
+    serve, monkeypatch: pytest.MonkeyPatch
+):
+    """What a user's own tests do: replace the login by a fixed reader."""
+
+    def build(settings: Settings) -> StreamingFastAPI:
+        app = create_app(settings)
+        app.dependency_overrides[read_channel] = lambda: Reader("alice", time.time() + 60)
+        return app
+
+    monkeypatch.setattr(conftest, "create_app", build)
+    running = serve(auth_secret=SECRET)
+    assert stream_status(running.url, "user.alice").status_code == 200
 
 
 # -- where the token comes from --------------------------------------------------------
