@@ -1,4 +1,6 @@
-"""Mint a subscriber token: `python -m {{ cookiecutter.project_slug }}.tokens alice --channels 'private.team-*'`.
+"""Mint a subscriber token, for operators and tests:
+
+    python -m {{ cookiecutter.project_slug }}.tokens alice --channels 'private.team-*'
 
 Signs with SSE_AUTH_SECRET from the environment and prints the token, for operators and
 tests. A token for `alice` reads `user.alice`; each `--channels` pattern (an exact name
