@@ -30,7 +30,7 @@ from .stream import EventStream, Source
 USER_PREFIX = "user."
 PRIVATE_PREFIX = "private."
 PROTECTED_PREFIXES = (USER_PREFIX, PRIVATE_PREFIX)
-#: The cookie a browser's token rides in (see the demo login in main.py).
+#: The cookie a browser's token rides in (see demo_login.py).
 COOKIE = "sse_token"
 #: The query parameter for clients that can set neither a header nor a cookie. Query
 #: strings end up in access logs, proxies' logs and browser history: short-lived only.

@@ -2,9 +2,9 @@
 
     python -m {{ cookiecutter.project_slug }}.tokens alice --channels 'private.team-*'
 
-Signs with SSE_AUTH_SECRET from the environment and prints the token, for operators and
-tests. A token for `alice` reads `user.alice`; each `--channels` pattern (an exact name
-or a prefix ending in `*`) grants the `private.*` channels it matches.
+Signs with SSE_AUTH_SECRET from the environment and prints the token. A token for
+`alice` reads `user.alice`; each `--channels` pattern (an exact name or a prefix ending
+in `*`) grants the `private.*` channels it matches.
 """
 
 from __future__ import annotations
