@@ -15,12 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .auth import ChannelReader, until_expiry
 from .broker import BadEventId, Broker, BrokerUnavailable, parse_id
 from .hub import StreamHub
 from .routing import StreamingFastAPI, resume_point
 from .settings import Settings
 from .sse import encode_comment
-from .stream import EventStream, EventStreamResponse
+from .stream import EventStream, EventStreamResponse, Source
 
 CHANNEL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 EVENT_MAX = 64
@@ -103,16 +104,30 @@ def add_channel_routes(
         responses={
             200: {"description": "Replay after Last-Event-ID (or a `reset` event), then live."},
             400: {"model": Problem, "description": "Last-Event-ID is not an id of this API."},
+            401: {
+                "model": Problem,
+                "description": "A `user.*` or `private.*` channel, and no valid token "
+                "(Authorization: Bearer, the `sse_token` cookie, or `?token=`).",
+            },
+            403: {"model": Problem, "description": "The token does not grant this channel."},
             422: {"model": Problem, "description": "The channel name is not allowed."},
             503: {"model": Problem, "description": "The broker is unreachable; retry later."},
         },
     )
-    async def subscribe(channel: ChannelName, last_event_id: MessageId = None) -> Response:
+    async def subscribe(
+        channel: ChannelName,
+        reader: ChannelReader,
+        last_event_id: MessageId = None,
+    ) -> Response:
         """Every message published to the channel from now on.
 
         With `Last-Event-ID`, first every message after that id still in the channel's
         history; if the id is too old or unknown, a `reset` event says so instead, and
         carries the newest id.
+
+        `user.<name>` channels need a token of `<name>`, `private.*` ones a token whose
+        `channels` grant them; such a stream ends with a `token-expired` event when its
+        token does.
         """
         after = last_event_id
         if after is not None:
@@ -123,7 +138,9 @@ def add_channel_routes(
                 return problem(400, str(exc))
         if not broker.available:
             return problem(503, "the message broker is unreachable", {"Retry-After": RETRY_AFTER})
-        source = partial(follow, broker=broker, channel=channel, after=after)
+        source: Source = partial(follow, broker=broker, channel=channel, after=after)
+        if reader is not None:
+            source = until_expiry(source, reader.expires)
         return EventStreamResponse(hub, source, retry_ms=settings.retry_ms)
 
     @app.post(

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from .broker import BrokerUnavailable, create_broker
 from .channels import add_channel_routes
 from .demo import EVENT_SCHEMA, BadLastEventId, count_messages, parse_last_event_id
+from .demo_login import add_demo_login
 from .gc_tuning import settle_after_startup
 from .hub import StreamHub
 from .logs import configure_logging
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
         return templates.TemplateResponse(
             request,
             "index.html",
-            {"title": TITLE, "count": settings.message_count},
+            {"title": TITLE, "count": settings.message_count, "demo_login": settings.demo_login},
         )
 
     @app.stream(
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
         return EventStreamResponse(hub, source, retry_ms=settings.retry_ms)
 
     add_channel_routes(app, hub, broker, settings)
+    if settings.demo_login:
+        add_demo_login(app, settings)
 
     @app.get(
         "/healthz",

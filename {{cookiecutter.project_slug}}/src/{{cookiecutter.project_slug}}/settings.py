@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .auth import secret_problem
+
+#: Settings whose values never appear in an error message.
+SECRETS = frozenset({"publish_token", "auth_secret"})
 
 
 class Settings(BaseSettings):
@@ -54,6 +60,20 @@ class Settings(BaseSettings):
     publish_token: SecretStr | None = Field(default=None, min_length=1)
     """When set, publishing needs `Authorization: Bearer <token>`. Unset, anyone who can
     reach the service can publish: a deployment must set it."""
+
+    auth_secret: SecretStr | None = None
+    """Turns on private channels: the key (at least 32 bytes) that signs subscribers'
+    tokens (JWT, HS256). `user.<name>` channels are then readable only by <name>, and
+    `private.*` ones only as a token's `channels` claim grants; unset, both refuse every
+    subscriber. Every other channel stays public. See auth.py and tokens.py."""
+
+    demo_login: bool = False
+    """Serves POST /demo/login, which hands any visitor a token for the `user.<name>`
+    channel of the name they type, so the page can show a private channel. A demo, never
+    a login: replace it with your own. Needs SSE_AUTH_SECRET."""
+
+    demo_token_ttl: int = Field(default=300, ge=1, le=86_400)
+    """Seconds the demo login's tokens last; an open stream ends when its token does."""
 {%- if cookiecutter.broker == "redis" %}
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -65,6 +85,22 @@ class Settings(BaseSettings):
     published to least recently that has no subscriber (its history goes with it)."""
 {%- endif %}
 
+    @field_validator("auth_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        problem = secret_problem(secret.get_secret_value()) if secret is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return secret
+
+    @field_validator("demo_login")
+    @classmethod
+    def _needs_a_secret(cls, enabled: bool, info: ValidationInfo) -> bool:
+        # An auth_secret that failed its own check is missing here, and reported already.
+        if enabled and "auth_secret" in info.data and info.data["auth_secret"] is None:
+            raise ValueError("the demo login signs tokens: set SSE_AUTH_SECRET too")
+        return enabled
+
 
 def load_settings() -> Settings:
     """The settings, or exit with one readable line per bad variable."""
@@ -72,7 +108,14 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"SSE_{'_'.join(map(str, error['loc'])).upper()}={error.get('input')!r}: {error['msg']}"
+            f"SSE_{'_'.join(map(str, error['loc'])).upper()}={shown(error)}: {error['msg']}"
             for error in exc.errors()
         )
         raise SystemExit(f"Invalid settings: {problems}") from None
+
+
+def shown(error: ErrorDetails) -> str:
+    """The bad value as an error message may show it: a secret shows as stars."""
+    if error["loc"] and error["loc"][0] in SECRETS:
+        return "'**********'"
+    return repr(error.get("input"))

@@ -149,7 +149,124 @@ function startChannel(panel) {
   connect();
 }
 
+// The private panel (only with SSE_DEMO_LOGIN): the channel user.<name>, readable only
+// with that name's token. The token is an HttpOnly cookie the page never sees; the
+// browser sends it with every stream request. When it expires the server ends the
+// stream with a `token-expired` event: the page signs in again (a real app would
+// refresh its session instead) and resumes after the last id it has, so nothing is
+// missed and nothing shown twice.
+function startPrivate(panel) {
+  const list = panel.querySelector("#private-messages");
+  const state = panel.querySelector("#private-state");
+  const label = panel.querySelector("#private-label");
+  const status = panel.querySelector("#private-status");
+  const loginForm = panel.querySelector("#login-form");
+  let source = null;
+  let name = "";
+  let channel = "";
+  let lastId = "";
+  let retryTimer = 0;
+
+  function show(text, kind, id) {
+    const item = document.createElement("li");
+    item.textContent = text; // text, never HTML
+    item.className = kind;
+    if (id) item.dataset.id = id;
+    list.appendChild(item);
+  }
+
+  async function signIn() {
+    const response = await fetch("/demo/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const detail = typeof body.detail === "string" ? body.detail : response.statusText;
+      throw new Error(`sign-in refused (${response.status}): ${detail}`);
+    }
+    return body;
+  }
+
+  // Sign in (again), then open the stream, resuming after lastId; on failure, retry later.
+  async function renewAndConnect() {
+    if (source) source.close();
+    clearTimeout(retryTimer);
+    try {
+      const body = await signIn();
+      channel = body.channel;
+      label.textContent = channel;
+    } catch (error) {
+      setState(state, "failed");
+      status.textContent = String(error.message || error);
+      retryTimer = setTimeout(renewAndConnect, 2000 + Math.random() * 2000);
+      return;
+    }
+    let url = `/channels/${encodeURIComponent(channel)}/events`;
+    if (lastId) url += `?last_event_id=${encodeURIComponent(lastId)}`;
+    source = new EventSource(url);
+    source.onopen = () => setState(state, "open");
+    source.onmessage = (event) => {
+      lastId = event.lastEventId;
+      show(event.data, "message", event.lastEventId);
+    };
+    source.addEventListener("reset", (event) => {
+      lastId = event.lastEventId;
+      show(`Some messages were missed: ${event.data}`, "reset", event.lastEventId);
+    });
+    source.addEventListener("token-expired", () => {
+      source.close();
+      setState(state, "renewing");
+      show("Token expired: signing in again, then resuming", "notice", "");
+      renewAndConnect();
+    });
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        setState(state, "reconnecting");
+        return;
+      }
+      // Refused: a 401 (the cookie is gone or expired) or 403 reads here as an error
+      // like any other; signing in again answers the first, and backs off for the rest.
+      setState(state, "failed");
+      retryTimer = setTimeout(renewAndConnect, 2000 + Math.random() * 2000);
+    };
+  }
+
+  loginForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    name = loginForm.name.value;
+    lastId = "";
+    list.replaceChildren();
+    status.textContent = "";
+    renewAndConnect();
+  });
+
+  panel.querySelector("#private-publish-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    if (!channel) {
+      status.textContent = "Sign in first";
+      return;
+    }
+    const response = await fetch(`/channels/${encodeURIComponent(channel)}/messages`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ data: form.data.value }),
+    }).catch((error) => error);
+    if (response instanceof Response && response.ok) {
+      form.data.value = "";
+      status.textContent = "";
+    } else {
+      const why = response instanceof Response ? response.status : response;
+      status.textContent = `Not published: ${why}`;
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   startDemo(document.getElementById("demo"));
   startChannel(document.getElementById("channel"));
+  const privatePanel = document.getElementById("private");
+  if (privatePanel) startPrivate(privatePanel);
 });
