@@ -62,6 +62,7 @@ TAKEN = set(sys.stdlib_module_names) | {
     "httptools",
     "idna",
     "jinja2",
+    "jwt",
     "markupsafe",
     "prometheus_client",
     "pydantic",
