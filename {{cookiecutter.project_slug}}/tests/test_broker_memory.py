@@ -8,7 +8,7 @@ import pytest
 
 from {{ cookiecutter.project_slug }}.broker.base import BrokerUnavailable, parse_id
 from {{ cookiecutter.project_slug }}.broker.memory import MemoryBroker
-from {{ cookiecutter.project_slug }}.stream import EventStream
+from {{ cookiecutter.project_slug }}.delivery import EventStream, ReceiveStream
 
 
 async def never() -> dict[str, object]:
@@ -17,7 +17,7 @@ async def never() -> dict[str, object]:
 
 
 def stream(max_pending: int = 16) -> EventStream:
-    return EventStream(never, max_pending)
+    return ReceiveStream(never, max_pending)
 
 
 def test_ids_increase_and_are_never_issued_twice():

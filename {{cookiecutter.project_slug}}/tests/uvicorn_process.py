@@ -51,6 +51,8 @@ class UvicornProcess:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     args: tuple[str, ...] = ()
+    #: Whether the start-up probe may send a request (`--limit-max-requests` counts it).
+    probe_with_request: bool = True
 
     def start(self, timeout: float = 15) -> None:
         log = self.log.open("ab") if self.log else subprocess.DEVNULL
@@ -68,10 +70,20 @@ class UvicornProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.proc.returncode} at start")
-            if self.streams() is not None:
+            if self.probe_with_request and self.streams() is not None:
+                return
+            if not self.probe_with_request and self.listening():
                 return
             time.sleep(0.05)
         raise RuntimeError("uvicorn did not start in time")
+
+    def listening(self) -> bool:
+        """True once the port accepts connections (uvicorn listens after its start-up)."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        except OSError:
+            return False
+        return True
 
     def streams(self) -> int | None:
         """Open streams per /healthz, or None while nothing answers."""
@@ -118,10 +130,15 @@ class UvicornProcess:
 
 @contextlib.contextmanager
 def uvicorn_process(
-    log: Path | None = None, args: tuple[str, ...] = (), **settings: object
+    log: Path | None = None,
+    args: tuple[str, ...] = (),
+    probe_with_request: bool = True,
+    **settings: object,
 ) -> Iterator[UvicornProcess]:
     env = {f"SSE_{name.upper()}": str(value) for name, value in settings.items()}
-    server = UvicornProcess(free_port(), env, log=log, args=args)
+    server = UvicornProcess(
+        free_port(), env, log=log, args=args, probe_with_request=probe_with_request
+    )
     server.start()
     try:
         yield server
@@ -131,21 +148,29 @@ def uvicorn_process(
 
 @dataclass
 class RawClient:
-    """One SSE client on a plain socket: sends GET /events, keeps every byte it gets."""
+    """One SSE client on a plain socket: sends GET `path`, keeps every byte it gets."""
 
     port: int
     last_event_id: str | None = None
+    path: str = "/events"
+    #: What marks the first message: a demo message's id, a channel stream's live mark.
+    first: bytes = b"\nid: "
     raw: bytearray = field(default_factory=bytearray)
     error: str = ""
 
     async def run(self, got_first: asyncio.Event | None = None) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        """Read until the server closes; `got_first` is set once `first` has arrived."""
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError as exc:  # refused: the server has stopped listening
+            self.error = type(exc).__name__
+            return
         resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id else ""
-        writer.write(f"GET /events HTTP/1.1\r\nHost: t\r\n{resume}\r\n".encode())
+        writer.write(f"GET {self.path} HTTP/1.1\r\nHost: t\r\n{resume}\r\n".encode())
         try:
             while chunk := await reader.read(65536):
                 self.raw += chunk
-                if got_first is not None and b"\nid: " in self.raw:
+                if got_first is not None and self.first in self.raw:
                     got_first.set()
                     got_first = None
         except OSError as exc:
