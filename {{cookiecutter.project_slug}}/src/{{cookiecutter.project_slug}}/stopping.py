@@ -16,12 +16,14 @@ either of these says the server is stopping:
   them.
 
 The lifespan shutdown calls the callback too (the hub), for servers that send it first.
+A server that gives the app neither (hypercorn's worker processes: the parent hears the
+signal, the worker only a shutdown event it polls) cuts the streams when its graceful
+timeout ends, and the app says so at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -40,8 +42,13 @@ def on_stop(
     """Call `callback` once the server is stopping; the watcher task, if there is one."""
     loop = asyncio.get_running_loop()
     server = uvicorn_server()
-    for sig in SIGNALS:
-        _chain(sig, lambda: loop.call_soon_threadsafe(callback))
+    chained = [_chain(sig, lambda: loop.call_soon_threadsafe(callback)) for sig in SIGNALS]
+    if server is None and not any(chained):
+        log.warning(
+            "event=deaf_to_shutdown: this server gives the app no way to hear that it stops "
+            "(no signal handler in this process), so open streams are cut when its graceful "
+            "timeout ends; under hypercorn, run it with --workers 0"
+        )
     if server is None:
         return None
     return asyncio.create_task(_watch(server, callback, streams_open), name="sse-server-watch")
@@ -61,17 +68,21 @@ def uvicorn_server() -> Any | None:
     return None
 
 
-def _chain(sig: signal.Signals, then: Callable[[], None]) -> None:
+def _chain(sig: signal.Signals, then: Callable[[], None]) -> bool:
+    """Run `then` before the signal handler the server installed; False if there is none."""
     previous = signal.getsignal(sig)
-    if not callable(previous):
-        return
+    if not callable(previous) or previous is signal.default_int_handler:
+        return False  # the default action: nobody here would stop gracefully
 
     def handler(signum: int, frame: FrameType | None) -> None:
         then()
         previous(signum, frame)
 
-    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+    try:
         signal.signal(sig, handler)
+    except ValueError:  # only the main thread may set handlers
+        return False
+    return True
 
 
 def stopping(server: Any, streams_open: int) -> bool:
