@@ -57,12 +57,13 @@ class UvicornProcess:
     probe_with_request: bool = True
     #: Another server's command line instead of uvicorn's, `{port}` in it replaced.
     command: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
 
     def start(self, timeout: float = 15) -> None:
         log = self.log.open("ab") if self.log else subprocess.DEVNULL
         command = [part.format(port=self.port) for part in self.command] or [
             *(sys.executable, "-m", "uvicorn", APP, "--no-access-log"),
-            *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"),
+            *("--host", self.host, "--port", str(self.port), "--log-level", "info"),
         ]
         self.proc = subprocess.Popen(
             [*command, *self.args],
@@ -85,7 +86,7 @@ class UvicornProcess:
     def listening(self) -> bool:
         """True once the port accepts connections (uvicorn listens after its start-up)."""
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+            socket.create_connection((self.host, self.port), timeout=2).close()
         except OSError:
             return False
         return True
@@ -93,7 +94,7 @@ class UvicornProcess:
     def streams(self) -> int | None:
         """Open streams per /healthz, or None while nothing answers."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            with socket.create_connection((self.host, self.port), timeout=2) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 data = b""
                 while chunk := sock.recv(4096):
@@ -146,6 +147,7 @@ def uvicorn_process(
     probe_with_request: bool = True,
     command: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
     **settings: object,
 ) -> Iterator[UvicornProcess]:
     env = {**(env or {}), **{f"SSE_{name.upper()}": str(value) for name, value in settings.items()}}
@@ -156,6 +158,7 @@ def uvicorn_process(
         args=args,
         probe_with_request=probe_with_request,
         command=command,
+        host=host,
     )
     server.start()
     try:
