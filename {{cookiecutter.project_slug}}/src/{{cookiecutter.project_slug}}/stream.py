@@ -62,11 +62,9 @@ class EventStreamResponse(Response):
         self.retry_ms = retry_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Read the (empty) request body first: from then on receive() only reports the
-        # disconnect, which is what EventStream.wait() listens for.
-        message = await receive()
-        while message["type"] == "http.request" and message.get("more_body", False):
-            message = await receive()
+        # The request body is not waited for: a GET has no use for one, and a client that
+        # never finishes sending it would hold the stream (and the server's shutdown) up.
+        # Waiting in receive() (delivery.py) skips body messages and hears the disconnect.
         hub = self.hub
         retry_ms = hub.retry_for(self.retry_ms)
         if hub.full:
@@ -74,8 +72,6 @@ class EventStreamResponse(Response):
             await _refuse(send, retry_ms, hub.max_clients)
             return
         stream = hub.open(receive)
-        if message["type"] == "http.disconnect":
-            stream.close("gone")
         clock = asyncio.get_running_loop().time
         opened = clock()
         try:
