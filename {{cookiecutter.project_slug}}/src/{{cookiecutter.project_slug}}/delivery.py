@@ -193,7 +193,7 @@ def transport_of(receive: Receive) -> asyncio.Transport | None:
 
     uvicorn's `receive` (passed through unwrapped by Starlette and FastAPI) is a method of
     the connection's request cycle, which holds the transport. Behind middleware that
-    wraps `receive`, or under another server, there is none. tests/test_delivery.py fails
+    wraps `receive`, or under another server, there is none. tests/test_servers.py fails
     if uvicorn's streams ever stop getting it.
     """
     transport = getattr(getattr(receive, "__self__", None), "transport", None)
