@@ -3,6 +3,7 @@ actionlint (both installed by requirements-dev.txt; Docker itself is not needed)
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +14,8 @@ from cookiecutter.main import cookiecutter
 from conftest import TEMPLATE
 
 BROKERS = ("memory", "redis")
+#: The newest CPython release (3.x) the baked CI must test.
+NEWEST_PYTHON_MINOR = 14
 
 
 @pytest.fixture(scope="module", params=BROKERS)
@@ -81,6 +84,18 @@ def test_ci_installs_what_the_optional_tests_need(baked: Path):
     redis = is_redis(baked)
     assert ("SSE_REQUIRE_REDIS" in workflow) == redis
     assert ("redis-server" in workflow) == redis
+
+
+def test_ci_tests_every_python_the_project_supports(baked: Path):
+    """From requires-python's lower bound to the newest CPython release, none left out."""
+    lowest = re.search(r'requires-python = ">=3\.(\d+)"', (baked / "pyproject.toml").read_text())
+    assert lowest, "pyproject.toml states no lowest Python"
+    workflow = (baked / ".github/workflows/ci.yml").read_text()
+    matrix = re.search(r"python-version: \[(.*)\]", workflow)
+    assert matrix, "the test job has no Python matrix"
+    tested = [int(version.strip(' "').removeprefix("3.")) for version in matrix[1].split(",")]
+    assert tested == list(range(int(lowest[1]), NEWEST_PYTHON_MINOR + 1))
+    assert "${{ matrix.python-version }}" in workflow
 
 
 def test_docker_context_leaves_out_local_clutter(baked: Path):

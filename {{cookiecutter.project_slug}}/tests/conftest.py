@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from {{ cookiecutter.project_slug }}.main import create_app
 from {{ cookiecutter.project_slug }}.settings import Settings
@@ -25,6 +27,12 @@ from redis_server import RedisServer, redis_server
 class RunningServer:
     url: str
     settings: Settings
+    app: FastAPI
+    loop: asyncio.AbstractEventLoop
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the server's event loop (what a signal handler does)."""
+        self.loop.call_soon_threadsafe(callback)
 
 
 @contextmanager
@@ -34,7 +42,8 @@ def run_server(settings: Settings) -> Iterator[RunningServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=3)
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -45,7 +54,7 @@ def run_server(settings: Settings) -> Iterator[RunningServer]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield RunningServer(url, settings)
+        yield RunningServer(url, settings, app, server.servers[0].get_loop())
     finally:
         server.should_exit = True
         thread.join(10)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from {{ cookiecutter.project_slug }}.broker.base import BrokerUnavailable, parse_id
 from {{ cookiecutter.project_slug }}.broker.memory import MemoryBroker
-from {{ cookiecutter.project_slug }}.stream import EventStream
+from {{ cookiecutter.project_slug }}.delivery import EventStream, ReceiveStream
 
 
 async def never() -> dict[str, object]:
@@ -17,7 +18,7 @@ async def never() -> dict[str, object]:
 
 
 def stream(max_pending: int = 16) -> EventStream:
-    return EventStream(never, max_pending)
+    return ReceiveStream(never, max_pending)
 
 
 def test_ids_increase_and_are_never_issued_twice():
@@ -133,3 +134,48 @@ def test_a_channel_without_subscribers_is_forgotten_locally():
         return broker
 
     assert asyncio.run(run()).local == {}
+
+
+def _ids(frames: bytes) -> list[str]:
+    return re.findall(r"^id: (\S+)$", frames.decode(), flags=re.MULTILINE)
+
+
+def test_messages_held_while_history_is_read_arrive_once_and_in_order():
+    """The seam: live messages that overlap the history read are neither lost nor doubled.
+
+    Reading the history is stretched here as a slow read would be: one message is
+    published after the subscriber registered and before the snapshot (it is held and in
+    the history: sent once), one after the snapshot (held only: it must still be sent).
+    """
+
+    async def run() -> tuple[list[str], bytes, EventStream, str]:
+        broker = MemoryBroker(history_size=10)
+        ids = [await broker.publish("c", "message", f"m{n}") for n in range(3)]
+        read = broker.replay
+
+        async def slow_replay(subscription, after):  # type: ignore[no-untyped-def]
+            ids.append(await broker.publish("c", "message", "before the snapshot"))
+            replay = await read(subscription, after)
+            ids.append(await broker.publish("c", "message", "after the snapshot"))
+            return replay
+
+        broker.replay = slow_replay  # type: ignore[method-assign]
+        subscriber = stream()
+        frames = await broker.catch_up(broker.subscribe("c", subscriber), ids[0])
+        live = await broker.publish("c", "message", "live")
+        return ids, frames, subscriber, live
+
+    ids, frames, subscriber, live = asyncio.run(run())
+    assert _ids(frames) == ids[1:]
+    assert _ids(subscriber.take()) == [live]  # and from then on, live
+
+
+def test_messages_held_for_a_new_subscriber_are_all_sent():
+    async def run() -> tuple[list[str], bytes]:
+        broker = MemoryBroker(history_size=10)
+        subscription = broker.subscribe("c", stream())
+        ids = [await broker.publish("c", "message", f"m{n}") for n in range(2)]
+        return ids, await broker.catch_up(subscription, None)
+
+    ids, frames = asyncio.run(run())
+    assert _ids(frames) == ids

@@ -10,7 +10,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from {{ cookiecutter.project_slug }}.broker.redis import RedisBroker
-from {{ cookiecutter.project_slug }}.stream import EventStream
+from {{ cookiecutter.project_slug }}.delivery import EventStream, ReceiveStream
 
 from redis_server import RedisServer
 from sse_client import new_channel
@@ -24,7 +24,7 @@ async def never() -> dict[str, object]:
 
 
 def stream(max_pending: int = 64) -> EventStream:
-    return EventStream(never, max_pending)
+    return ReceiveStream(never, max_pending)
 
 
 def with_broker(url: str, test: Callable[[RedisBroker], Awaitable[T]]) -> T:

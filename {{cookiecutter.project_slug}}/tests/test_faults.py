@@ -12,9 +12,10 @@ import httpx
 import pytest
 from uvicorn_process import raise_open_file_limit, uvicorn_process
 
+from {{ cookiecutter.project_slug }}.delivery import EventStream, ReceiveStream
 from {{ cookiecutter.project_slug }}.main import create_app
 from {{ cookiecutter.project_slug }}.settings import Settings
-from {{ cookiecutter.project_slug }}.stream import EventStream, EventStreamResponse
+from {{ cookiecutter.project_slug }}.stream import EventStreamResponse
 
 import conftest
 from conftest import RunningServer
@@ -269,7 +270,7 @@ def test_aborting_without_a_transport_cancels_the_streams_own_task():
         created: list[EventStream] = []
 
         async def request() -> None:
-            created.append(EventStream(never, max_pending=4))
+            created.append(ReceiveStream(never, max_pending=4))
             await asyncio.sleep(3600)  # stands for a write blocked on the client
 
         task = asyncio.create_task(request())

@@ -34,14 +34,34 @@ def test_garbage_last_event_id_gets_400_with_a_reason(running: RunningServer, va
     assert b"Last-Event-ID must be a whole number" in answer
 
 
-def test_a_control_character_in_a_header_gets_400(running: RunningServer):
-    # The HTTP parser refuses it before the app sees it.
-    answer = _raw(running, b"GET /events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: 1\x01\r\n\r\n")
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/events?last_event_id=1%01", b"Last-Event-ID must be a whole number"),
+        ("/channels/c/events?last_event_id=1-1%01", b"Last-Event-ID"),
+    ],
+)
+def test_a_control_character_in_the_resume_id_gets_400(
+    running: RunningServer, path: str, reason: bytes
+):
+    # Percent-encoded, it passes the HTTP parser and reaches the stream's own check.
+    answer = _raw(running, f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 400 ")
+    assert reason in answer
 
 
-def test_a_request_that_is_not_http_gets_400(running: RunningServer):
-    assert _raw(running, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+@pytest.mark.parametrize(
+    "body",
+    [b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", b"Content-Length: 1000\r\n\r\nhello"],
+    ids=["chunked", "content-length"],
+)
+def test_a_stream_request_whose_body_never_ends_streams_at_once(
+    running: RunningServer, body: bytes
+):
+    """A GET has no use for a body: the stream does not wait for one that never ends (it
+    would hold the stream, and the server's shutdown, for as long as the client likes)."""
+    answer = _raw(running, b"GET /events HTTP/1.1\r\nHost: t\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 200 ")
 
 
 # "%2e%2e": httpx would resolve a literal "/static/../" before sending it.

@@ -30,7 +30,10 @@ def test_the_app_will_not_start_without_redis(tmp_path: Path):
         timeout=60,
     )
     assert result.returncode != 0
-    assert f"Cannot start: cannot reach Redis at 127.0.0.1:{port}" in result.stderr
+    # One line that says why, and no traceback around it.
+    [reason] = [line for line in result.stderr.splitlines() if "Cannot start" in line]
+    assert f"Cannot start: cannot reach Redis at 127.0.0.1:{port}" in reason
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 def test_redis_lost_and_back(tmp_path: Path):

@@ -12,7 +12,11 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
+import pytest
 from uvicorn_process import RawClient, raise_open_file_limit, uvicorn_process
+
+from conftest import RunningServer
 
 CLIENTS = 1000
 COUNT = 6
@@ -121,3 +125,75 @@ def test_sigterm_to_a_multi_worker_server_ends_every_stream_at_once(
         exit_seconds = asyncio.run(stop_with_streams_open())
     assert all(client.ended_cleanly for client in clients)
     assert exit_seconds < 3, f"the workers took {exit_seconds:.2f} s to exit after SIGTERM"
+
+
+OPEN = 10
+OPENING = 40
+
+
+def test_streams_that_open_while_the_server_stops_end_at_once(
+    tmp_path: Path, broker_settings: dict[str, object]
+):
+    """Stopping is a state: a stream accepted after the signal gets `retry` and ends too.
+
+    10 channel streams are open and 40 more connect over 0.2 s; SIGTERM comes right
+    after the 10th of them. Streams ended only at the moment of the signal would leave
+    the later ones open, and uvicorn waiting for them for ever.
+    """
+    log = tmp_path / "uvicorn.log"
+    path = "/channels/race/events"
+
+    async def scenario(server) -> tuple[float, list[RawClient]]:
+        held = [RawClient(server.port, path=path, first=b": live") for _ in range(OPEN)]
+        tasks = await _open_all(held, timeout=10)
+        opening = [RawClient(server.port, path=path) for _ in range(OPENING)]
+        stopped: asyncio.Task[float] | None = None
+        for number, client in enumerate(opening, 1):
+            tasks.append(asyncio.create_task(client.run()))
+            if number == 10:
+                stopped = asyncio.create_task(asyncio.to_thread(server.terminate))
+            await asyncio.sleep(0.2 / OPENING)
+        assert stopped is not None
+        exit_seconds = await stopped
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        return exit_seconds, held + opening
+
+    with uvicorn_process(log=log, **{**broker_settings, "retry_ms": 100}) as server:
+        exit_seconds, clients = asyncio.run(scenario(server))
+    assert exit_seconds < 2, f"uvicorn took {exit_seconds:.2f} s to exit after SIGTERM"
+    answered = [client for client in clients if client.status]
+    assert len(answered) >= OPEN
+    for client in answered:  # every stream that opened ended, none was cut
+        assert client.status == 200 and client.ended_cleanly, bytes(client.raw[-60:])
+        assert client.body().startswith(b"retry: ")
+
+
+def test_limit_max_requests_ends_an_open_stream(broker_settings: dict[str, object]):
+    """`--limit-max-requests 1` with a stream open: no signal, and uvicorn counts a request
+    only when its response completes, so only the app can end the stream that is the limit.
+    """
+    args = ("--limit-max-requests", "1")
+    with uvicorn_process(args=args, probe_with_request=False, **broker_settings) as server:
+        client = RawClient(server.port, path="/channels/limit/events")
+        started = time.monotonic()
+        asyncio.run(asyncio.wait_for(client.run(), 5))
+        assert server.proc is not None
+        server.proc.wait(5)
+        exit_seconds = time.monotonic() - started
+    assert client.status == 200 and client.ended_cleanly, bytes(client.raw[-60:])
+    assert exit_seconds < 2, f"uvicorn took {exit_seconds:.2f} s to exit after its last request"
+
+
+@pytest.mark.parametrize("path", ["/events", "/channels/late/events"])
+def test_once_stopping_a_stream_that_opens_gets_retry_and_ends(serve, path: str):
+    running: RunningServer = serve(retry_ms=1000, retry_jitter=0)
+    hub = running.app.state.hub
+    running.call_soon(hub.close_all)  # what the first SIGTERM does
+    with httpx.Client(timeout=5) as client:
+        deadline = time.monotonic() + 5
+        while not hub.stopping:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        response = client.get(running.url + path)
+    assert response.status_code == 200
+    assert response.text == "retry: 1000\n\n"

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 APP = "{{ cookiecutter.project_slug }}.main:app"
+#: The zero-size last chunk of a chunked body.
+END_OF_BODY = b"\r\n0\r\n\r\n"
 
 
 def free_port() -> int:
@@ -51,32 +53,48 @@ class UvicornProcess:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     args: tuple[str, ...] = ()
+    #: Whether the start-up probe may send a request (`--limit-max-requests` counts it).
+    probe_with_request: bool = True
+    #: Another server's command line instead of uvicorn's, `{port}` in it replaced.
+    command: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
 
     def start(self, timeout: float = 15) -> None:
         log = self.log.open("ab") if self.log else subprocess.DEVNULL
+        command = [part.format(port=self.port) for part in self.command] or [
+            *(sys.executable, "-m", "uvicorn", APP, "--no-access-log"),
+            *("--host", self.host, "--port", str(self.port), "--log-level", "info"),
+        ]
         self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", APP, "--no-access-log"),
-                *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"),
-                *self.args,
-            ],
+            [*command, *self.args],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=log,
+            start_new_session=True,  # its own process group: stop() ends all of it
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {self.proc.returncode} at start")
-            if self.streams() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode} at start")
+            if self.probe_with_request and self.streams() is not None:
+                return
+            if not self.probe_with_request and self.listening():
                 return
             time.sleep(0.05)
-        raise RuntimeError("uvicorn did not start in time")
+        raise RuntimeError("the server did not start in time")
+
+    def listening(self) -> bool:
+        """True once the port accepts connections (uvicorn listens after its start-up)."""
+        try:
+            socket.create_connection((self.host, self.port), timeout=2).close()
+        except OSError:
+            return False
+        return True
 
     def streams(self) -> int | None:
         """Open streams per /healthz, or None while nothing answers."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            with socket.create_connection((self.host, self.port), timeout=2) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 data = b""
                 while chunk := sock.recv(4096):
@@ -108,20 +126,40 @@ class UvicornProcess:
         return time.monotonic() - started
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            if self.args:  # a supervisor (--reload, --workers): let it stop its children
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if self.args or self.command:  # a supervisor: let it stop its children
                 self.terminate()
             else:
                 self.proc.kill()
                 self.proc.wait(5)
+        # Whatever it left behind (a worker orphaned by a crash) goes too: it could still
+        # hold the port and answer the next server's clients.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
 def uvicorn_process(
-    log: Path | None = None, args: tuple[str, ...] = (), **settings: object
+    log: Path | None = None,
+    args: tuple[str, ...] = (),
+    probe_with_request: bool = True,
+    command: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    **settings: object,
 ) -> Iterator[UvicornProcess]:
-    env = {f"SSE_{name.upper()}": str(value) for name, value in settings.items()}
-    server = UvicornProcess(free_port(), env, log=log, args=args)
+    env = {**(env or {}), **{f"SSE_{name.upper()}": str(value) for name, value in settings.items()}}
+    server = UvicornProcess(
+        free_port(),
+        env,
+        log=log,
+        args=args,
+        probe_with_request=probe_with_request,
+        command=command,
+        host=host,
+    )
     server.start()
     try:
         yield server
@@ -131,23 +169,33 @@ def uvicorn_process(
 
 @dataclass
 class RawClient:
-    """One SSE client on a plain socket: sends GET /events, keeps every byte it gets."""
+    """One SSE client on a plain socket: sends GET `path`, keeps every byte it gets."""
 
     port: int
     last_event_id: str | None = None
+    path: str = "/events"
+    #: What marks the first message: a demo message's id, a channel stream's live mark.
+    first: bytes = b"\nid: "
     raw: bytearray = field(default_factory=bytearray)
     error: str = ""
 
     async def run(self, got_first: asyncio.Event | None = None) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        """Read until the server closes; `got_first` is set once `first` has arrived."""
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError as exc:  # refused: the server has stopped listening
+            self.error = type(exc).__name__
+            return
         resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id else ""
-        writer.write(f"GET /events HTTP/1.1\r\nHost: t\r\n{resume}\r\n".encode())
+        writer.write(f"GET {self.path} HTTP/1.1\r\nHost: t\r\n{resume}\r\n".encode())
         try:
             while chunk := await reader.read(65536):
                 self.raw += chunk
-                if got_first is not None and b"\nid: " in self.raw:
+                if got_first is not None and self.first in self.raw:
                     got_first.set()
                     got_first = None
+                if self.raw.endswith(END_OF_BODY):  # the server may keep the connection
+                    break
         except OSError as exc:
             self.error = type(exc).__name__
         finally:
@@ -159,8 +207,8 @@ class RawClient:
 
     @property
     def ended_cleanly(self) -> bool:
-        """The server finished the chunked body (the zero-size last chunk), then closed."""
-        return not self.error and self.raw.endswith(b"\r\n0\r\n\r\n")
+        """The server finished the chunked body (the zero-size last chunk)."""
+        return not self.error and self.raw.endswith(END_OF_BODY)
 
     def body(self) -> bytes:
         """The response body with the chunked transfer coding removed."""

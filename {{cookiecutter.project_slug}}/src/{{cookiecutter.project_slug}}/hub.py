@@ -1,4 +1,9 @@
-"""Every open stream of this worker: one heartbeat timer for all, and a prompt shutdown."""
+"""Every open stream of this worker: one heartbeat timer for all, and a prompt shutdown.
+
+Stopping is a state, not a moment: from the first sign that the server stops (see
+stopping.py) every open stream ends, and every stream that opens after it gets its
+`retry` and ends at once, so the server never waits for a stream that opened late.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,13 @@ import contextlib
 import logging
 import math
 import random
-import signal
-from types import FrameType
 
 from starlette.types import Receive
 
+from .delivery import DeliveryMode, EventStream, open_stream
 from .metrics import Metrics, events_in
 from .sse import encode_comment
-from .stream import EventStream
+from .stopping import on_stop
 
 HEARTBEAT = encode_comment("ping")
 
@@ -47,6 +51,10 @@ class StreamHub:
         # subscriber (one scan of a 64 KiB frame measured 84 us: 0.8 s of CPU for 10,000).
         self._counted: tuple[bytes, int] = (b"", 0)
         self._ticker: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        #: Set from the first sign that the server stops; never cleared.
+        self.stopping = False
+        self._modes_seen: set[DeliveryMode] = set()
 
     @property
     def full(self) -> bool:
@@ -71,7 +79,13 @@ class StreamHub:
         self.events_sent += events
 
     def open(self, receive: Receive) -> EventStream:
-        stream = EventStream(receive, self.max_pending)
+        """Register a new stream; one that opens while the server stops is closed already."""
+        stream = open_stream(receive, self.max_pending, client_timeout=self.send_timeout)
+        if stream.mode not in self._modes_seen:
+            self._modes_seen.add(stream.mode)
+            log_delivery_mode(stream.mode)
+        if self.stopping:
+            stream.close("shutdown")
         self.streams.add(stream)
         self.metrics.stream_opened()
         return stream
@@ -84,24 +98,27 @@ class StreamHub:
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._watch(), name="sse-streams-timer")
+        self._watcher = on_stop(self.close_all, lambda: len(self.streams))
 
     async def stop(self) -> None:
         self.close_all()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.metrics.worker_stopped()
 
     def close_all(self) -> None:
-        """End every stream now; clients reconnect (elsewhere) and resume by Last-Event-ID.
+        """Stop: end every stream now, and every stream that opens from now on.
 
-        A stream blocked writing to a client that does not read would hold the shutdown
-        up until SSE_SEND_TIMEOUT: it is dropped at once (it resumes like the others).
+        Clients reconnect (elsewhere) and resume by Last-Event-ID. A stream blocked
+        writing to a client that does not read would hold the shutdown up until
+        SSE_SEND_TIMEOUT: it is dropped at once (it resumes like the others).
         """
-        ending = sum(not stream.closed for stream in self.streams)
-        if ending:  # once, though both the signal and the lifespan's end call this
-            log.info("event=shutdown streams=%d", ending)
+        if not self.stopping:  # once, though the signal, the watcher and the lifespan call it
+            self.stopping = True
+            log.info("event=shutdown streams=%d", sum(not s.closed for s in self.streams))
         for stream in list(self.streams):
             if stream.writing_since:
                 stream.abort("shutdown")
@@ -145,23 +162,13 @@ class StreamHub:
             for stream in stalled:
                 stream.abort("stalled")
 
-    def close_on_exit_signals(self) -> None:
-        """Close every stream as soon as the server is asked to stop.
 
-        uvicorn waits for open responses to finish before it runs the lifespan shutdown,
-        so an endless stream would keep it "Waiting for connections to close" for ever,
-        on SIGTERM and on every `--reload`. Chaining onto uvicorn's signal handlers ends
-        the streams first, and the server then stops at once.
-        """
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.getsignal(sig)
-            if not callable(previous):
-                continue
-
-            def handler(signum: int, frame: FrameType | None, previous=previous) -> None:
-                loop.call_soon_threadsafe(self.close_all)
-                previous(signum, frame)
-
-            with contextlib.suppress(ValueError):  # only the main thread may set handlers
-                signal.signal(sig, handler)
+def log_delivery_mode(mode: DeliveryMode) -> None:
+    """Say, once per mode, how this worker's streams wait: the fast path or the fallback."""
+    if mode == "transport":
+        log.info("event=delivery mode=transport (the server's transport: the fast path)")
+    else:
+        log.info(
+            "event=delivery mode=receive (ASGI receive(): the server or a middleware "
+            "hides the transport, so every wake-up is a cancellation: more CPU per event)"
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +18,7 @@ from .demo import EVENT_SCHEMA, BadLastEventId, count_messages, parse_last_event
 from .demo_login import add_demo_login
 from .gc_tuning import settle_after_startup
 from .hub import StreamHub
+from .lifespan import ExplainRefusedStartup, StartupRefused
 from .logs import configure_logging
 from .metrics import Metrics
 from .routing import StreamingFastAPI, resume_point
@@ -29,7 +29,6 @@ HERE = Path(__file__).parent
 TITLE = {{ cookiecutter.__project_name | python_string }}
 #: What /events resumes after: the number of the last message the client has.
 MessageNumber = resume_point(pattern=r"^[0-9]{1,20}$")
-log = logging.getLogger("uvicorn.error")
 
 
 def create_app(settings: Settings | None = None) -> StreamingFastAPI:
@@ -54,16 +53,15 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
         except BrokerUnavailable as exc:
             # Refusing to start beats serving a worker that cannot deliver anything: the
             # process manager shows this line and restarts it.
-            log.error("Cannot start: %s", exc)
-            raise
+            raise StartupRefused(f"Cannot start: {exc}") from None
         await hub.start()
-        hub.close_on_exit_signals()
         settle_after_startup()
         yield
         await hub.stop()
         await broker.stop()
 
     app = StreamingFastAPI(title=TITLE, lifespan=lifespan)
+    app.add_middleware(ExplainRefusedStartup)
     app.state.settings = settings
     app.state.hub = hub
     app.state.broker = broker

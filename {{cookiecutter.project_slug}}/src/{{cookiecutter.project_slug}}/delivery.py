@@ -1,0 +1,235 @@
+"""One client's open stream: a mailbox of encoded frames, and how it waits for them.
+
+`wait()` parks the client's request task until a frame is pushed, the stream closes, a
+deadline passes, or the client goes away; no second task watches for the disconnect.
+How it parks is the delivery mode, chosen per stream by `open_stream()`:
+
+- "transport" (uvicorn): the stream holds the connection's transport. It sleeps on a
+  plain future that a push resolves, and learns that the client left from the
+  transport, on every wake-up and from the hub's timer.
+- "receive" (any other ASGI server, or middleware that wraps `receive`): it sleeps in
+  ASGI `receive()`, which reports the disconnect, and a push wakes it by cancelling
+  that wait. A cancellation raises an exception in the woken task: in a broadcast to
+  10,000 subscribers the garbage of those exceptions alone cost about as much CPU as
+  the delivery itself, so this is the mode to avoid where the server allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import Literal
+
+from starlette.types import Receive
+
+DeliveryMode = Literal["transport", "receive"]
+
+
+class EventStream:
+    """The mailbox of one client's stream; `wait()` and `abort()` are the delivery mode's."""
+
+    __slots__ = ("active", "close_reason", "closed", "max_pending", "pending", "writing_since")
+
+    mode: DeliveryMode
+
+    def __init__(self, max_pending: int) -> None:
+        self.pending: deque[bytes] = deque()
+        self.max_pending = max_pending
+        self.closed = False
+        self.close_reason = ""
+        # Set on every write, cleared by the hub's heartbeat timer: an idle stream is one
+        # that has not written since the timer last looked.
+        self.active = True
+        # Loop time at which the write in progress started, 0.0 while none is. The hub's
+        # timer only ever sees it set while a write is blocked on a client that does not
+        # read (a write that does not block never yields to the loop in between).
+        self.writing_since = 0.0
+
+    def push(self, frame: bytes) -> None:
+        """Queue a frame; a client this far behind is dropped (it resumes from history)."""
+        if self.closed:
+            return
+        if len(self.pending) >= self.max_pending:
+            self.close("slow")
+            return
+        self.pending.append(frame)
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            self._wake()
+
+    def take(self) -> bytes:
+        """Everything queued, as one write."""
+        frames = b"".join(self.pending)
+        self.pending.clear()
+        return frames
+
+    def check_gone(self) -> None:
+        """Close the stream if the client's connection is closed (the hub's timer asks)."""
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now, even in the middle of a write that is blocked.
+
+        ASGI has no message for it, and a blocked `send()` waits for the client for ever
+        (uvicorn's `send` awaits its flow control until the client reads or the
+        connection is lost).
+        """
+        raise NotImplementedError
+
+    async def wait(self, deadline: float | None = None) -> None:
+        """Return once a frame is pending, the stream closed, or `deadline` (loop time) passed."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+
+class TransportStream(EventStream):
+    """The fast path: sleeps on a future; the transport tells whether the client is there."""
+
+    __slots__ = ("_transport", "_waiter")
+    mode: DeliveryMode = "transport"
+
+    def __init__(self, transport: asyncio.Transport, max_pending: int) -> None:
+        super().__init__(max_pending)
+        self._transport = transport
+        self._waiter: asyncio.Future[None] | None = None
+
+    def check_gone(self) -> None:
+        if self._transport.is_closing():
+            self.close("gone")
+
+    def abort(self, reason: str) -> None:
+        # uvicorn then sees the connection lost: the blocked `send()` returns and the
+        # response ends as for any client that went away, with no exception.
+        self.close(reason)
+        self._transport.abort()
+
+    async def wait(self, deadline: float | None = None) -> None:
+        if self.pending or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(deadline, self._wake) if deadline is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        self.check_gone()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class ReceiveStream(EventStream):
+    """The fallback: sleeps in ASGI `receive()`, woken by cancelling that wait."""
+
+    __slots__ = ("_receive", "_sleeper", "_task")
+    mode: DeliveryMode = "receive"
+
+    def __init__(self, receive: Receive, max_pending: int) -> None:
+        super().__init__(max_pending)
+        self._receive = receive
+        # Aborting means cancelling the client's own request task, which is the one
+        # creating its stream (never the hub's timer that aborts it).
+        self._task = asyncio.current_task()
+        self._sleeper: asyncio.Task[object] | None = None
+
+    def abort(self, reason: str) -> None:
+        # The request task stuck in `send()` is cancelled: the server logs the
+        # exception and closes the connection.
+        self.close(reason)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait(self, deadline: float | None = None) -> None:
+        if self.pending or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(deadline, self._wake) if deadline is not None else None
+        self._sleeper = asyncio.current_task()
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self.close("gone")
+                    return
+        except asyncio.CancelledError:
+            if self._sleeper is not None:  # not our own wake-up: a real cancellation
+                raise
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+        finally:
+            self._sleeper = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        sleeper, self._sleeper = self._sleeper, None
+        if sleeper is not None:
+            sleeper.cancel()
+
+
+def open_stream(receive: Receive, max_pending: int, *, client_timeout: float) -> EventStream:
+    """A stream in the fastest delivery mode this connection allows."""
+    transport = transport_of(receive)
+    if transport is None:
+        return ReceiveStream(receive, max_pending)
+    drop_half_open_connections(transport, client_timeout)
+    return TransportStream(transport, max_pending)
+
+
+def transport_of(receive: Receive) -> asyncio.Transport | None:
+    """The client connection's transport, where the server lets us see it.
+
+    uvicorn's `receive` (passed through unwrapped by Starlette and FastAPI) is a method of
+    the connection's request cycle, which holds the transport. Behind middleware that
+    wraps `receive`, or under another server, there is none. tests/test_servers.py fails
+    if uvicorn's streams ever stop getting it.
+    """
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    if callable(getattr(transport, "is_closing", None)) and callable(
+        getattr(transport, "abort", None)
+    ):
+        return transport  # type: ignore[no-any-return]
+    return None
+
+
+#: Seconds of silence before the first keepalive probe, and between probes.
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 5
+
+
+def drop_half_open_connections(transport: asyncio.Transport, timeout: float) -> None:
+    """Have the kernel give up on a client that vanished (no FIN, no RST) after `timeout` s.
+
+    Without this, a connection whose peer is gone (a laptop closed, a mobile network
+    lost) stays open until TCP's retransmissions give up, about 15 minutes, holding its
+    stream all that time. TCP_USER_TIMEOUT bounds how long sent data may go
+    unacknowledged (heartbeats are always being sent); keepalive probes cover a
+    connection with nothing in flight. Linux only: elsewhere the options are skipped.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    options = [
+        (socket.SOL_SOCKET, getattr(socket, "SO_KEEPALIVE", None), 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), KEEPALIVE_IDLE),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), int(timeout * 1000)),
+    ]
+    for level, option, value in options:
+        if option is not None:
+            try:
+                sock.setsockopt(level, option, value)
+            except OSError:  # a socket the platform does not let us tune
+                return
