@@ -162,27 +162,44 @@ async def read_channel(request: Request) -> Reader | None:
         raise HTTPException(403, str(exc)) from None
 
 
+async def signed_in(request: Request) -> Reader:
+    """Whoever a valid token of this service names, else 401: for a stream of one's own.
+
+    The dependency for routes like `/me/notifications` (see the README's "Add your own
+    stream"): every request must carry a token, and `Reader.sub` says whose data to send.
+    """
+    secret: SecretStr | None = request.app.state.settings.auth_secret
+    try:
+        if secret is None:
+            raise Unauthorized("this service has no SSE_AUTH_SECRET: set it to sign tokens")
+        token = token_of(request)
+        if token is None:
+            raise Unauthorized("send a token as Authorization: Bearer <token>")
+        claims = verify(token, secret.get_secret_value().encode())
+    except Unauthorized as exc:
+        raise HTTPException(401, str(exc), headers=_CHALLENGE) from None
+    return Reader(sub=claims["sub"], expires=claims["exp"])
+
+
 #: The reader of a channel stream, as a route's parameter: `reader: ChannelReader`.
 ChannelReader = Annotated[Reader | None, Depends(read_channel)]
 
 
 def until_expiry(source: Source, expires: float) -> Source:
-    """`source`, ended when the token expires, then a `token-expired` event.
+    """`source`, ended when the token expires with a `token-expired` event.
 
-    One timer per stream (no task): at expiry it closes the stream, which ends any source
-    (sources stop once `stream.closed`), and this wrapper then says why.
+    One timer per stream (no task): at expiry it closes the stream, which stops the
+    response pulling from `source` whatever it awaits, and the event is written last.
     """
 
     async def expiring(stream: EventStream) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         at = loop.time() + (expires - time.time())
-        timer = loop.call_at(at, stream.close, EXPIRED)
+        timer = loop.call_at(at, stream.close, EXPIRED, TOKEN_EXPIRED)
         try:
             async with aclosing(source(stream)) as chunks:
                 async for chunk in chunks:
                     yield chunk
-            if stream.close_reason == EXPIRED:
-                yield TOKEN_EXPIRED
         finally:
             timer.cancel()
 

@@ -29,7 +29,18 @@ DeliveryMode = Literal["transport", "receive"]
 class EventStream:
     """The mailbox of one client's stream; `wait()` and `abort()` are the delivery mode's."""
 
-    __slots__ = ("active", "close_reason", "closed", "max_pending", "pending", "writing_since")
+    __slots__ = (
+        "_task",
+        "active",
+        "close_reason",
+        "closed",
+        "farewell",
+        "interrupted",
+        "max_pending",
+        "pending",
+        "pulling",
+        "writing_since",
+    )
 
     mode: DeliveryMode
 
@@ -45,6 +56,13 @@ class EventStream:
         # timer only ever sees it set while a write is blocked on a client that does not
         # read (a write that does not block never yields to the loop in between).
         self.writing_since = 0.0
+        #: The last frame to write after a close, e.g. why the stream ended (see close()).
+        self.farewell = b""
+        # The client's request task, which creates its stream, and whether it is waiting
+        # for the source's next chunk: a close then interrupts the source (see close()).
+        self._task = asyncio.current_task()
+        self.pulling = False
+        self.interrupted = False
 
     def push(self, frame: bytes) -> None:
         """Queue a frame; a client this far behind is dropped (it resumes from history)."""
@@ -56,11 +74,25 @@ class EventStream:
         self.pending.append(frame)
         self._wake()
 
-    def close(self, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            self.close_reason = reason
-            self._wake()
+    def close(self, reason: str, farewell: bytes = b"") -> None:
+        """End the stream: the response writes `farewell` (if any) and stops.
+
+        A source parked in `wait()` returns from it. A source awaiting anything else (a
+        queue, a sleep, a database) is interrupted: its task is cancelled, and the response
+        ends it, so that a source written the obvious way cannot hold a closed stream open
+        (at shutdown, for a stalled client, when a token expires).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.farewell = farewell
+        if self._wake():
+            return
+        task = self._task
+        if self.pulling and task is not None and task is not asyncio.current_task():
+            self.interrupted = True
+            task.cancel()
 
     def take(self) -> bytes:
         """Everything queued, as one write."""
@@ -84,7 +116,8 @@ class EventStream:
         """Return once a frame is pending, the stream closed, or `deadline` (loop time) passed."""
         raise NotImplementedError
 
-    def _wake(self) -> None:
+    def _wake(self) -> bool:
+        """Wake a `wait()` in progress; whether there was one."""
         raise NotImplementedError
 
 
@@ -123,31 +156,31 @@ class TransportStream(EventStream):
                 timer.cancel()
         self.check_gone()
 
-    def _wake(self) -> None:
+    def _wake(self) -> bool:
         waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
+        if waiter is None:
+            return False
+        if not waiter.done():
             waiter.set_result(None)
+        return True
 
 
 class ReceiveStream(EventStream):
     """The fallback: sleeps in ASGI `receive()`, woken by cancelling that wait."""
 
-    __slots__ = ("_receive", "_sleeper", "_task")
+    __slots__ = ("_receive", "_sleeper")
     mode: DeliveryMode = "receive"
 
     def __init__(self, receive: Receive, max_pending: int) -> None:
         super().__init__(max_pending)
         self._receive = receive
-        # Aborting means cancelling the client's own request task, which is the one
-        # creating its stream (never the hub's timer that aborts it).
-        self._task = asyncio.current_task()
         self._sleeper: asyncio.Task[object] | None = None
 
     def abort(self, reason: str) -> None:
-        # The request task stuck in `send()` is cancelled: the server logs the
-        # exception and closes the connection.
+        # The request task stuck in `send()` is cancelled (its own, never the hub's timer
+        # that aborts it): the server logs the exception and closes the connection.
         self.close(reason)
-        if self._task is not None:
+        if self._task is not None and not self.interrupted:
             self._task.cancel()
 
     async def wait(self, deadline: float | None = None) -> None:
@@ -173,10 +206,12 @@ class ReceiveStream(EventStream):
             if timer is not None:
                 timer.cancel()
 
-    def _wake(self) -> None:
+    def _wake(self) -> bool:
         sleeper, self._sleeper = self._sleeper, None
-        if sleeper is not None:
-            sleeper.cancel()
+        if sleeper is None:
+            return False
+        sleeper.cancel()
+        return True
 
 
 def open_stream(receive: Receive, max_pending: int, *, client_timeout: float) -> EventStream:

@@ -85,30 +85,51 @@ class EventStreamResponse(Response):
             # A stream closed before it starts (the server is stopping, the client left)
             # writes only its `retry`. Closed here, not whenever the garbage collector finds
             # it: a source's cleanup (a channel's unsubscribe) runs as soon as the stream ends.
-            if not stream.closed:
-                async with aclosing(self.source(stream)) as chunks:
-                    async for chunk in chunks:
-                        if stream.closed and stream.close_reason == "gone":
-                            break
-                        if retry and len(chunk) > MAX_CHUNK_WITH_RETRY:
-                            await send(_body(retry))
-                            retry = b""
-                        # Marked for the hub's timer, which drops a write blocked for
-                        # longer than SSE_SEND_TIMEOUT (see EventStream.abort).
-                        stream.writing_since = clock()
-                        await send(_body(retry + chunk if retry else chunk))
+            async with aclosing(self.source(stream)) as chunks:
+                while not stream.closed:
+                    chunk = await _next_chunk(stream, chunks)
+                    # Nothing more once the stream is closed, whatever the source had:
+                    # a closed stream may be one whose reader lost the right to it.
+                    if chunk is None or stream.closed:
+                        break
+                    if retry and len(chunk) > MAX_CHUNK_WITH_RETRY:
+                        await send(_body(retry))
                         retry = b""
-                        stream.writing_since = 0.0
-                        hub.count_written(chunk)
-                        stream.active = True
+                    # Marked for the hub's timer, which drops a write blocked for
+                    # longer than SSE_SEND_TIMEOUT (see EventStream.abort).
+                    stream.writing_since = clock()
+                    await send(_body(retry + chunk if retry else chunk))
+                    retry = b""
+                    stream.writing_since = 0.0
+                    hub.count_written(chunk)
+                    stream.active = True
             # The last write can block as well (a client that stopped reading, at shutdown).
             stream.writing_since = clock()
-            await send({"type": "http.response.body", "body": retry, "more_body": False})
+            last = retry + stream.farewell if stream.close_reason != "gone" else retry
+            await send({"type": "http.response.body", "body": last, "more_body": False})
         finally:
             hub.release(stream)
             _log_close(scope, stream.close_reason, clock() - opened)
         if self.background is not None:
             await self.background()
+
+
+async def _next_chunk(stream: EventStream, chunks: AsyncIterator[bytes]) -> bytes | None:
+    """The source's next chunk; None once it ends, or once a close interrupted it."""
+    stream.pulling = True
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except asyncio.CancelledError:
+        if not stream.interrupted:  # the server cancelled the request: not ours to keep
+            raise
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return None
+    finally:
+        stream.pulling = False
 
 
 async def _refuse(send: Send, retry_ms: int, max_clients: int) -> None:
