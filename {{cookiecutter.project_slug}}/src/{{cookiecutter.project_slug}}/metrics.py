@@ -32,7 +32,7 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # The `_created` timestamp series double what a scrape carries and no dashboard uses them.
 disable_created_metrics()
 #: Why streams end: `done` is a normal end; the others drop a client, who reconnects.
-CLOSE_REASONS = ("done", "gone", "slow", "stalled", "shutdown")
+CLOSE_REASONS = ("done", "gone", "slow", "stalled", "shutdown", "expired")
 # Publishing is a broker write: a memory append takes microseconds, a Redis XADD about a
 # millisecond on a local network; the top buckets catch a struggling Redis.
 PUBLISH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -76,7 +76,7 @@ class Metrics:
             "sse_streams_closed",
             "Event streams ended, by reason: done (sent everything), gone (the client "
             "left), slow (fell too far behind), stalled (stopped reading), shutdown (the "
-            "worker stopped).",
+            "worker stopped), expired (its token did).",
             ["reason"],
             registry=self.registry,
         )

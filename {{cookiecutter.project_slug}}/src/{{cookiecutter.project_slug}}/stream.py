@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: A first chunk up to this size carries the `retry` line in the same write.
 MAX_CHUNK_WITH_RETRY = 16 * 1024
 #: How streams end as a matter of course; any other reason is a drop worth a WARNING.
-ROUTINE_ENDS = frozenset({"done", "gone", "shutdown"})
+ROUTINE_ENDS = frozenset({"done", "gone", "shutdown", "expired"})
 
 # Proxies and browsers must pass each frame on at once, never cache or transform it.
 STREAM_HEADERS = [
