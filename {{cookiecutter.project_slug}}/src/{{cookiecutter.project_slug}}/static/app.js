@@ -10,6 +10,7 @@ import { subscribe } from "./sse-client.js";
 const SHARE = new URLSearchParams(location.search).get("share") !== "off";
 
 function setState(element, state) {
+  if (element.dataset.state === state) return; // the role changed, not the state
   element.dataset.state = state;
   element.textContent = state;
 }
