@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-
 import httpx
 import pytest
 from cryptography import x509
