@@ -201,3 +201,49 @@ def test_closing_the_leader_tab_hands_both_streams_over_without_gap_or_duplicate
     assert sorted(roles(rest, "demo")) == ["follower", "follower", "leader"]
     assert sorted(roles(rest, "channel")) == ["follower", "follower", "leader"]
     assert held == 1, f"{held} streams open after the demo ended, not the one channel stream"
+
+
+def test_a_hung_leader_tab_is_taken_over_and_rejoins_without_gap_or_duplicate(
+    browser_profile: Callable[..., BrowserContext],
+    broker_settings: dict[str, object],
+    tmp_path: Path,
+):
+    """A leader tab that stops answering (frozen, or busy) keeps its lock: it is stolen."""
+    count, interval, takeover_s, hang_s = 40, 0.25, 3.0, 6
+    settings = {"message_count": count, "message_interval": interval, **broker_settings}
+    with uvicorn_process(tmp_path / "server.log", **settings) as server:
+        context = browser_profile()
+        tabs = open_tabs(context, f"http://127.0.0.1:{server.port}/", 3)
+        leader, rest = tabs[0], tabs[1:]
+        leader.wait_for_function("document.querySelectorAll('#messages li').length >= 6")
+        assert roles([leader], "demo") == ["leader"]
+        # Headless Chromium does not freeze a page on request; a page whose script does
+        # not return is as deaf: no events, no pings answered, and its lock still held.
+        leader.evaluate(
+            "seconds => setTimeout(() => {"
+            " const end = performance.now() + seconds * 1000; while (performance.now() < end);"
+            "})",
+            hang_s,
+        )
+        for tab in rest:
+            tab.wait_for_function(
+                "document.getElementById('demo').dataset.role === 'leader' ||"
+                " document.getElementById('demo').dataset.role === 'follower' &&"
+                " document.querySelectorAll('#messages li').length >= 12",
+                timeout=(hang_s + 5) * 1000,
+            )
+        for tab in tabs:
+            tab.wait_for_function(DEMO_DONE, timeout=(count * interval + hang_s + 10) * 1000)
+        held = server.streams()
+        screenshots(tabs, tmp_path)
+
+    for tab in tabs:
+        assert demo_messages(tab) == [f"Message {n}" for n in range(1, count + 1)]
+    for tab in rest:
+        arrivals = tab.evaluate("window.arrivals")
+        longest = max(later - earlier for earlier, later in itertools.pairwise(arrivals))
+        # Found silent within a takeover delay, then a random wait of up to a quarter.
+        assert longest < takeover_s * 1.5, f"the takeover left a {longest:.1f} s gap"
+    assert sorted(roles(tabs, "demo")) == ["follower", "follower", "leader"]
+    assert roles([leader], "demo") == ["follower"], "the tab that hung kept the stream"
+    assert held == 1, f"{held} streams open after the demo ended, not the channel's one"

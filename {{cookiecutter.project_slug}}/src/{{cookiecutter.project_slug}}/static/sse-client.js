@@ -269,7 +269,8 @@ class Stream {
     this.elect(false);
     // A follower checks that the leader still answers. Pings and pongs are messages, not
     // timers, so a background leader answers at once even while its timers are throttled.
-    this.watchTimer = setInterval(() => this.watch(), this.settings.takeoverMs / 2);
+    this.stealing = false;
+    this.watchTimer = setInterval(() => this.watch(), this.settings.takeoverMs / 4);
   }
 
   post(message) {
@@ -372,17 +373,25 @@ class Stream {
   }
 
   watch() {
-    if (this.role === "leader" || this.role === "solo" || this.closed) return;
+    if (this.role === "leader" || this.role === "solo" || this.closed || this.stealing) return;
     const now = performance.now();
     if (this.ping === null) {
       this.ping = now;
       this.post({ kind: "ping" });
-    } else if (now - this.ping >= this.settings.takeoverMs) {
-      // Nobody answered a whole takeover delay: the leader is frozen or gone without
-      // releasing its lock. Take the stream over.
+      return;
+    }
+    if (now - this.ping < this.settings.takeoverMs * 0.75) return;
+    // Nobody answered for most of a takeover delay: the leader is frozen or hung without
+    // releasing its lock. Take the stream over, after a random moment in which another
+    // tab may do so first (its "leader" message answers the ping).
+    const asked = this.ping;
+    this.stealing = true;
+    setTimeout(() => {
+      this.stealing = false;
+      if (this.ping !== asked || this.closed || this.role === "leader") return;
       this.ping = null;
       this.elect(true);
-    }
+    }, (Math.random() * this.settings.takeoverMs) / 4);
   }
 }
 
