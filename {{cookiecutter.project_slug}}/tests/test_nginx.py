@@ -2,11 +2,14 @@
 
 nginx is looked up in $SSE_TEST_NGINX, then PATH, then /usr/sbin/nginx. Without it these
 tests skip, unless SSE_REQUIRE_NGINX=1 (as in CI), which turns a missing nginx into a
-failure. Each test runs its own nginx: no root, no daemon, every file in the test's tmp dir.
+failure. Each test runs its own nginx: no root, no daemon, every file in the test's tmp dir,
+and the config's HTTPS listener with a self-signed certificate the test session makes.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import re
 import shutil
@@ -14,12 +17,17 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from httpx_sse import connect_sse
 
 from conftest import RunningServer
@@ -75,12 +83,17 @@ def find_nginx() -> str:
 NGINX = find_nginx()
 
 
-def site_conf(app_port: int, proxy_port: int, read_timeout: str | None) -> str:
-    """deploy/nginx.conf, pointed at the test server, listening on a loopback port."""
+def site_conf(
+    app_port: int, ports: dict[str, int], certificate: Certificate, read_timeout: str | None
+) -> str:
+    """deploy/nginx.conf, pointed at the test server, listening on loopback ports."""
     text = SITE_CONF.read_text()
     changes = [
         (r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{app_port};"),
-        (r"listen 80;", f"listen 127.0.0.1:{proxy_port};"),
+        (r"listen 80;", f"listen 127.0.0.1:{ports['http']};"),
+        (r"listen 443 ssl http2;", f"listen 127.0.0.1:{ports['https']} ssl http2;"),
+        (r"ssl_certificate .*;", f"ssl_certificate {certificate.cert};"),
+        (r"ssl_certificate_key .*;", f"ssl_certificate_key {certificate.key};"),
     ]
     if read_timeout is not None:
         changes.append((r"proxy_read_timeout \w+;", f"proxy_read_timeout {read_timeout};"))
@@ -90,43 +103,86 @@ def site_conf(app_port: int, proxy_port: int, read_timeout: str | None) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Certificate:
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """A throwaway self-signed certificate for 127.0.0.1 and localhost, valid for a day."""
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    paths = Certificate(folder / "cert.pem", folder / "key.pem")
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def accepting(port: int, process: subprocess.Popen[bytes]) -> bool:
-    """Whether nginx came up on `port` (False once it exited, e.g. the port was taken)."""
+def accepting(ports: Iterable[int], process: subprocess.Popen[bytes]) -> bool:
+    """Whether nginx came up on every port (False once it exited, e.g. a port was taken)."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
+    waiting = set(ports)
+    while waiting and time.monotonic() < deadline and process.poll() is None:
+        port = next(iter(waiting))
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except OSError:
             time.sleep(0.05)
         else:
-            return process.poll() is None
-    return False
+            waiting.discard(port)
+    return not waiting and process.poll() is None
 
 
 @pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """`proxy(server, read_timeout="1500ms")` starts nginx in front of `server`; returns its URL."""
+def proxy(tmp_path: Path, certificate: Certificate) -> Iterator[Callable[..., str]]:
+    """`proxy(server, read_timeout="1500ms")` starts nginx in front of `server`.
+
+    Returns its http:// URL, or with `scheme="https"` the URL of its HTTPS (HTTP/2) side.
+    """
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(server: RunningServer, read_timeout: str | None = None) -> str:
+    def start(server: RunningServer, read_timeout: str | None = None, scheme: str = "http") -> str:
         app_port = int(server.url.rsplit(":", 1)[1])
-        for _ in range(3):  # another process may take the free port before nginx binds it
+        for _ in range(3):  # another process may take a free port before nginx binds it
             prefix = tmp_path / f"nginx-{len(processes)}"
             (prefix / "tmp").mkdir(parents=True)
-            port = free_port()
-            (prefix / "site.conf").write_text(site_conf(app_port, port, read_timeout))
+            ports = {"http": free_port(), "https": free_port()}
+            conf = site_conf(app_port, ports, certificate, read_timeout)
+            (prefix / "site.conf").write_text(conf)
             (prefix / "nginx.conf").write_text(MAIN_CONF)
             log = prefix / "error.log"
             command = [NGINX, "-p", str(prefix), "-c", "nginx.conf", "-e", str(log)]
             processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
-            if accepting(port, processes[-1]):
-                return f"http://127.0.0.1:{port}"
+            if accepting(ports.values(), processes[-1]):
+                return f"{scheme}://127.0.0.1:{ports[scheme]}"
         raise RuntimeError(f"nginx did not start: {log.read_text() if log.exists() else ''}")
 
     yield start

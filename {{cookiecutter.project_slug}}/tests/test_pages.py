@@ -21,8 +21,12 @@ def test_page_links_its_script_and_style(server: RunningServer, client: httpx.Cl
 def test_static_files_are_served(server: RunningServer, client: httpx.Client):
     script = client.get(server.url + "/static/app.js")
     assert script.status_code == 200
-    assert "EventSource" in script.text
     assert "textContent" in script.text
+    # The page's scripts are ES modules: a browser runs one only with a JavaScript type.
+    module = client.get(server.url + "/static/sse-client.js")
+    assert module.status_code == 200
+    assert "javascript" in module.headers["content-type"]
+    assert "EventSource" in module.text
     assert client.get(server.url + "/static/style.css").status_code == 200
 
 

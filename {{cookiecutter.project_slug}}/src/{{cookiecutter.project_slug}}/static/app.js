@@ -1,67 +1,62 @@
-// Shows the demo stream as it arrives, with the connection's state.
+// Shows the demo stream and a channel as they arrive, with each connection's state.
 //
-// EventSource reconnects by itself after a dropped connection and sends the id of the
-// last message it got as Last-Event-ID, so the server resumes with the next one. The
-// page only has to stop it once the stream is over: on the `end` event, or when a
-// reconnect is answered with 204 (EventSource then closes itself).
-"use strict";
+// Both panels subscribe through sse-client.js: the tabs of this page share one connection
+// per stream (one tab holds it, the others hear it from that tab), a dropped stream resumes
+// after the last id shown, and a refused one is tried again later. Add `?share=off` to the
+// page's address to give each tab its own connections (as on a browser without the APIs
+// the sharing needs).
+import { subscribe } from "./sse-client.js";
+
+const SHARE = new URLSearchParams(location.search).get("share") !== "off";
 
 function setState(element, state) {
+  if (element.dataset.state === state) return; // the role changed, not the state
   element.dataset.state = state;
   element.textContent = state;
 }
 
-// Refused connections in a row; the page's own retries back off with it.
-let demoRefusals = 0;
+// The badge shows the stream's state; data-role says which tab holds the connection.
+function showState(panel, element, state, role) {
+  setState(element, state);
+  panel.dataset.role = role;
+}
 
 function startDemo(panel) {
   const list = panel.querySelector("#messages");
   const received = panel.querySelector("#demo-received");
   const state = panel.querySelector("#demo-state");
-  // A new EventSource (the page's own retry, see onerror) cannot send Last-Event-ID:
-  // the query parameter carries the last id shown, so the stream resumes after it.
-  const lastId = list.lastElementChild ? list.lastElementChild.dataset.id : "";
-  const url = lastId ? `${panel.dataset.url}?last_event_id=${encodeURIComponent(lastId)}` : panel.dataset.url;
-  const source = new EventSource(url);
-  let done = false;
-
-  source.onopen = () => {
-    demoRefusals = 0;
-    setState(state, "open");
-  };
-  source.onmessage = (event) => {
-    // Never show a message twice, whatever a server sends.
-    if (event.lastEventId && Number(event.lastEventId) <= list.children.length) return;
-    const item = document.createElement("li");
-    item.textContent = event.data; // text, never HTML: a message cannot inject markup
-    item.dataset.id = event.lastEventId;
-    list.appendChild(item);
-    received.textContent = String(list.children.length);
-  };
-  source.addEventListener("end", () => {
-    done = true;
-    source.close();
-    setState(state, "done");
-  });
-  source.onerror = () => {
-    if (done) return;
-    if (source.readyState !== EventSource.CLOSED) {
-      setState(state, "reconnecting");
-    } else if (list.children.length >= Number(panel.dataset.count)) {
-      // A reconnect after the last message was answered with 204: nothing more comes.
-      done = true;
-      setState(state, "done");
-    } else {
-      // EventSource gives up for good on any answer but 200 or 204, e.g. a proxy's 502
-      // while the app restarts or a full worker's 503. Messages are missing: say so
-      // rather than "done", and try again later, backing off with jitter (2-4 s, 4-8 s,
-      // ... up to 1-2 min) so that refused tabs do not come back all at once.
-      setState(state, "failed");
-      const delay = Math.min(60000, 2000 * 2 ** demoRefusals) * (1 + Math.random());
-      demoRefusals += 1;
-      setTimeout(() => startDemo(panel), delay);
-    }
-  };
+  const count = Number(panel.dataset.count);
+  const subscription = subscribe(
+    panel.dataset.url,
+    {
+      message(event) {
+        // Never show a message twice or out of place, whatever a server sends.
+        if (event.id && Number(event.id) <= list.children.length) return;
+        const item = document.createElement("li");
+        item.textContent = event.data; // text, never HTML: a message cannot inject markup
+        item.dataset.id = event.id;
+        list.appendChild(item);
+        received.textContent = String(list.children.length);
+      },
+    },
+    {
+      share: SHARE,
+      onState(current, role) {
+        if (current === "closed") {
+          // After the `end` event: nothing more comes.
+          showState(panel, state, "done", role);
+        } else if (current === "failed" && list.children.length >= count) {
+          // A reconnect after the last message was answered with 204: nothing more comes.
+          subscription.close();
+          showState(panel, state, "done", role);
+        } else {
+          // "failed" with messages missing: refused (a proxy's 502 while the app
+          // restarts, a full worker's 503); sse-client.js tries again later.
+          showState(panel, state, current, role);
+        }
+      },
+    },
+  );
 }
 
 // The channel panel: every message published to the channel, from any tab or worker.
@@ -73,10 +68,8 @@ function startChannel(panel) {
   const label = panel.querySelector("#channel-label");
   const nameInput = panel.querySelector("#channel-name");
   const status = panel.querySelector("#publish-status");
-  let source = null;
+  let subscription = null;
   let channel = nameInput.value;
-  let lastId = "";
-  let retryTimer = 0;
 
   function show(text, kind, id) {
     const item = document.createElement("li");
@@ -87,36 +80,21 @@ function startChannel(panel) {
   }
 
   function connect() {
-    if (source) source.close();
-    clearTimeout(retryTimer);
-    let url = `/channels/${encodeURIComponent(channel)}/events`;
-    // A new EventSource cannot send Last-Event-ID itself; the query parameter carries it.
-    if (lastId) url += `?last_event_id=${encodeURIComponent(lastId)}`;
-    source = new EventSource(url);
-    source.onopen = () => setState(state, "open");
-    source.onmessage = (event) => {
-      lastId = event.lastEventId;
-      show(event.data, "message", event.lastEventId);
-    };
-    source.addEventListener("reset", (event) => {
-      lastId = event.lastEventId;
-      show(`Some messages were missed: ${event.data}`, "reset", event.lastEventId);
-    });
-    source.onerror = () => {
-      setState(state, "reconnecting");
-      if (source.readyState === EventSource.CLOSED) {
-        // Refused (503 while the broker is away, a proxy's 502): EventSource gives up,
-        // so the page tries again itself, after a random 2-4 s so tabs do not stampede.
-        retryTimer = setTimeout(connect, 2000 + Math.random() * 2000);
-      }
-    };
+    subscription?.close();
+    subscription = subscribe(
+      `/channels/${encodeURIComponent(channel)}/events`,
+      {
+        message: (event) => show(event.data, "message", event.id),
+        reset: (event) => show(`Some messages were missed: ${event.data}`, "reset", event.id),
+      },
+      { share: SHARE, onState: (current, role) => showState(panel, state, current, role) },
+    );
   }
 
   panel.querySelector("#channel-form").addEventListener("submit", (event) => {
     event.preventDefault();
     channel = nameInput.value;
     label.textContent = channel;
-    lastId = "";
     list.replaceChildren();
     connect();
   });

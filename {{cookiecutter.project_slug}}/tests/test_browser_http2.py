@@ -1,0 +1,90 @@
+"""Many tabs, each with its own streams (sharing off), through nginx: HTTP/2 carries them all.
+
+Over HTTP/1.1 a browser holds at most six connections per origin, and each open stream
+takes one. deploy/nginx.conf serves HTTP/2 over TLS, where every stream of the browser
+shares one connection: 12 tabs with two streams each all stream. nginx runs with a
+throwaway self-signed certificate (test_nginx.py); only this browser accepts it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import test_browser_tabs
+import test_nginx
+from test_browser_tabs import (
+    CHANNEL_OPEN,
+    DEMO_DONE,
+    GOES_LIVE_S,
+    BrowserContext,
+    channel_messages,
+    demo_messages,
+    open_tabs,
+    publish,
+    roles,
+    screenshots,
+    wait_for_channel_messages,
+)
+
+from conftest import RunningServer
+
+# The browser's and nginx's fixtures (each module skips, or fails in CI, without its tool).
+chromium = test_browser_tabs.chromium
+browser_profile = test_browser_tabs.browser_profile
+certificate = test_nginx.certificate
+proxy = test_nginx.proxy
+
+TABS = 12
+COUNT, INTERVAL = 5, 0.4
+NOT_SHARED = "/?share=off"  # each tab opens its own streams, as without sse-client.js
+
+
+def test_twelve_tabs_without_sharing_all_stream_over_http2_through_nginx(
+    serve: Callable[..., RunningServer],
+    proxy: Callable[..., str],
+    browser_profile: Callable[..., BrowserContext],
+    tmp_path: Path,
+):
+    url = proxy(serve(message_count=COUNT, message_interval=INTERVAL), scheme="https")
+    context = browser_profile(ignore_https_errors=True)
+    tabs = open_tabs(context, url + NOT_SHARED, TABS)
+    for tab in tabs:
+        tab.wait_for_function(CHANNEL_OPEN)
+    time.sleep(GOES_LIVE_S)
+    text = f"over HTTP/2 {uuid.uuid4().hex[:8]}"
+    publish(url, "lobby", [text])
+    for tab in tabs:
+        wait_for_channel_messages(tab, 1, timeout_s=10)
+        tab.wait_for_function(DEMO_DONE, timeout=(COUNT * INTERVAL + 10) * 1000)
+    screenshots(tabs, tmp_path)
+
+    protocols = {tab.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")}
+    assert protocols == {"h2"}
+    assert roles(tabs, "demo") == ["solo"] * TABS
+    for tab in tabs:
+        assert demo_messages(tab) == [f"Message {n}" for n in range(1, COUNT + 1)]
+        assert channel_messages(tab) == [text]
+
+
+def test_over_http1_tabs_past_six_connections_wait(
+    serve: Callable[..., RunningServer],
+    proxy: Callable[..., str],
+    browser_profile: Callable[..., BrowserContext],
+    tmp_path: Path,
+):
+    """The control for the test above: the same tabs through nginx's plain HTTP/1.1 side."""
+    url = proxy(serve(message_count=COUNT, message_interval=INTERVAL))
+    context = browser_profile()
+    # Later tabs cannot even load the page while six streams hold every connection: start
+    # each navigation without waiting for it.
+    tabs = [context.new_page() for _ in range(TABS)]
+    for tab in tabs:
+        tab.evaluate("url => { location.href = url; }", url + NOT_SHARED)
+    tabs[0].wait_for_timeout((COUNT * INTERVAL + 5) * 1000)  # long enough for every demo
+    screenshots(tabs, tmp_path)
+    loaded_and_done = f"Boolean(document.getElementById('demo-state')) && {DEMO_DONE}"
+    done = sum(tab.evaluate(loaded_and_done) for tab in tabs)
+    assert done < TABS, "every tab streamed over HTTP/1.1: the test above proves nothing"
