@@ -152,3 +152,23 @@ def test_messages_published_while_history_is_read_arrive_once(redis_db: RedisSer
     ids, frames = with_broker(redis_db.url, test)
     got = re.findall(rb"^id: (\S+)$", frames, flags=re.MULTILINE)
     assert [each.decode() for each in got] == ids[1:]
+
+
+def test_redis_connections_stay_few_however_many_channels_are_subscribed(redis_db: RedisServer):
+    """300 channels with a subscriber each, on one worker: at most 8 connections to Redis."""
+    channels = [new_channel() for _ in range(300)]
+
+    async def test(broker: RedisBroker) -> tuple[int, list[EventStream]]:
+        streams = [stream() for _ in channels]
+        subscriptions = [broker.subscribe(c, s) for c, s in zip(channels, streams, strict=True)]
+        await asyncio.gather(*(broker.catch_up(each, None) for each in subscriptions))
+        for channel in channels:
+            await broker.publish(channel, "message", "hello")
+        await until(lambda: all(each.pending or each.closed for each in streams), timeout=10)
+        async with Redis.from_url(redis_db.url) as admin:
+            clients = int((await admin.info("clients"))["connected_clients"]) - 1
+        return clients, streams
+
+    clients, streams = with_broker(redis_db.url, test)
+    assert sum(bool(each.pending) for each in streams) == len(channels)
+    assert clients <= 8
