@@ -24,9 +24,10 @@ from .messages import Message, Page, format_id, parse_id, reset_frame
 
 #: A catch-up is written in slices of about this size, one write each.
 SLICE_BYTES = 256 * 1024
-#: History is read in pages sized to about this many bytes (from the last page's sizes).
-PAGE_BYTES = 1024 * 1024
-FIRST_PAGE = 32
+#: History is read in pages of about this many bytes (judged by the last page's), so a
+#: client that stops reading holds about one page, not its whole catch-up.
+PAGE_BYTES = 256 * 1024
+FIRST_PAGE = 8
 MAX_PAGE = 1000
 
 

@@ -40,16 +40,15 @@ class Message:
     id: str
     #: The id parsed once, for the comparisons every delivery makes.
     key: Key
-    event: str
-    data: str
-    #: The complete SSE frame, encoded once and shared by every subscriber and replay.
+    #: The complete SSE frame, encoded once and shared by every subscriber and replay;
+    #: nothing else of the message is kept (its text would double what history holds).
     frame: bytes
 
 
 def make_message(id: str, event: str, data: str) -> Message:  # noqa: A002 - the SSE field
     # `event: message` is what a frame without an event line means; leave it out.
     name = None if event == DEFAULT_EVENT else event
-    return Message(id, parse_id(id), event, data, encode_event(data, id=id, event=name))
+    return Message(id, parse_id(id), encode_event(data, id=id, event=name))
 
 
 @dataclass(frozen=True, slots=True)
