@@ -99,6 +99,7 @@ def test_a_lost_subscription_connection_is_made_again_with_no_gap(
         ids = [publish(client, app.url, channel, "before")]
         assert subscription.take(1)[0].id == ids[0]
         for n in range(3):
+            assert wait_for(lambda: admin.client_list(_type="pubsub"), 10)
             killed = admin.client_kill_filter(_type="pubsub")
             assert killed >= 1, "the worker's subscription connection was there to cut"
             # Published while the worker has no subscription: filled in from history.

@@ -107,6 +107,7 @@ class RedisBroker(Broker):
             self._outage.cancel()
         await self.live.stop()
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()  # a pool passed in is not closed with it
 
     @property
     def available(self) -> bool:
