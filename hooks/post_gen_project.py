@@ -16,6 +16,7 @@ ONLY_FOR = {
     ],
     "redis": [
         PACKAGE / "broker" / "redis.py",
+        PACKAGE / "broker" / "redis_live.py",
         PACKAGE / "broker" / "singleflight.py",
         Path("tests") / "redis_server.py",
         Path("tests") / "test_broker_redis.py",

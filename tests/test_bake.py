@@ -90,6 +90,7 @@ def test_only_the_chosen_broker_is_baked(baked: tuple[str, Path]):
     package = next((root / "src").iterdir())
     redis_files = [
         package / "broker/redis.py",
+        package / "broker/redis_live.py",
         package / "broker/singleflight.py",
         root / "tests/redis_server.py",
         root / "tests/test_broker_redis.py",

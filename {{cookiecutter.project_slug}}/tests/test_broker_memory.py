@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 import pytest
 
-from {{ cookiecutter.project_slug }}.broker.base import BrokerUnavailable, parse_id
+from {{ cookiecutter.project_slug }}.broker.base import Broker, BrokerUnavailable
 from {{ cookiecutter.project_slug }}.broker.memory import MemoryBroker
+from {{ cookiecutter.project_slug }}.broker.messages import parse_id
 from {{ cookiecutter.project_slug }}.delivery import EventStream, ReceiveStream
 
 
@@ -19,6 +19,12 @@ async def never() -> dict[str, object]:
 
 def stream(max_pending: int = 16) -> EventStream:
     return ReceiveStream(never, max_pending)
+
+
+async def catch_up(broker: Broker, channel: str, after: str | None, each: EventStream) -> bytes:
+    """Register `each` and catch it up: the chunks it would write before going live."""
+    subscription = broker.subscribe(channel, each)
+    return b"".join([chunk async for chunk in broker.catch_up(subscription, after)])
 
 
 def test_ids_increase_and_are_never_issued_twice():
@@ -33,7 +39,7 @@ def test_ids_increase_and_are_never_issued_twice():
 def test_the_least_recently_published_channel_without_subscribers_is_forgotten():
     async def run() -> tuple[list[str], bytes]:
         broker = MemoryBroker(history_size=10, max_channels=2)
-        await broker.catch_up(broker.subscribe("busy", stream()), None)
+        await catch_up(broker, "busy", None, stream())
         old = await broker.publish("old", "message", "from the first 'old'")
         await broker.publish("busy", "message", "x")
         await broker.publish("idle", "message", "x")  # the third: "old" goes
@@ -41,7 +47,7 @@ def test_the_least_recently_published_channel_without_subscribers_is_forgotten()
         kept = list(broker.channels)
         # "old" made again: its new history must not pass for the one the client saw.
         await broker.publish("old", "message", "from the second 'old'")
-        resumed = await broker.catch_up(broker.subscribe("old", stream()), old)
+        resumed = await catch_up(broker, "old", old, stream())
         return kept, resumed
 
     kept, resumed = asyncio.run(run())
@@ -54,12 +60,12 @@ def test_resuming_a_forgotten_channel_gets_a_reset_not_a_silent_gap():
         broker = MemoryBroker(history_size=10, max_channels=1)
         ids = [await broker.publish("a", "message", f"m{n}") for n in range(5)]
         later = await broker.publish("b", "message", "x")  # "a" is forgotten
-        gap = await broker.catch_up(broker.subscribe("a", stream()), ids[1])
+        gap = await catch_up(broker, "a", ids[1], stream())
         # An id newer than everything forgotten missed nothing: no reset for it.
-        whole = await broker.catch_up(broker.subscribe("a", stream()), later)
+        whole = await catch_up(broker, "a", later, stream())
         await broker.publish("b", "message", "y")
         # A channel never published to, resumed from an id it was given as its head.
-        fresh = await broker.catch_up(broker.subscribe("c", stream()), later)
+        fresh = await catch_up(broker, "c", later, stream())
         return gap, whole, fresh
 
     gap, whole, fresh = asyncio.run(run())
@@ -71,7 +77,7 @@ def test_resuming_a_forgotten_channel_gets_a_reset_not_a_silent_gap():
 def test_a_new_channel_is_refused_when_every_kept_one_has_subscribers():
     async def run() -> None:
         broker = MemoryBroker(history_size=10, max_channels=1)
-        await broker.catch_up(broker.subscribe("a", stream()), None)
+        await catch_up(broker, "a", None, stream())
         await broker.publish("a", "message", "x")
         await broker.publish("b", "message", "x")
 
@@ -84,7 +90,7 @@ def test_fan_out_pushes_the_same_bytes_to_every_subscriber():
         broker = MemoryBroker(history_size=10)
         streams = [stream() for _ in range(3)]
         for each in streams:
-            await broker.catch_up(broker.subscribe("c", each), None)
+            await catch_up(broker, "c", None, each)
         await broker.publish("c", "message", "hello")
         return streams
 
@@ -100,7 +106,7 @@ def test_a_full_subscriber_is_closed_not_waited_for():
         broker = MemoryBroker(history_size=100)
         slow, fast = stream(max_pending=3), stream(max_pending=100)
         for each in (slow, fast):
-            await broker.catch_up(broker.subscribe("c", each), None)
+            await catch_up(broker, "c", None, each)
         for n in range(10):
             await broker.publish("c", "message", str(n))
         return slow, fast
@@ -114,9 +120,9 @@ def test_history_keeps_the_last_n_and_resets_before_them():
     async def run() -> tuple[bytes, bytes, bytes]:
         broker = MemoryBroker(history_size=3)
         ids = [await broker.publish("c", "message", f"m{n}") for n in range(6)]
-        kept = await broker.catch_up(broker.subscribe("c", stream()), ids[2])
-        too_old = await broker.catch_up(broker.subscribe("c", stream()), ids[1])
-        other_run = await broker.catch_up(broker.subscribe("c", stream()), "1-1")
+        kept = await catch_up(broker, "c", ids[2], stream())
+        too_old = await catch_up(broker, "c", ids[1], stream())
+        other_run = await catch_up(broker, "c", "1-1", stream())
         return kept, too_old, other_run
 
     kept, too_old, other_run = asyncio.run(run())
@@ -129,53 +135,29 @@ def test_a_channel_without_subscribers_is_forgotten_locally():
     async def run() -> MemoryBroker:
         broker = MemoryBroker(history_size=3)
         subscription = broker.subscribe("c", stream())
-        await broker.catch_up(subscription, None)
+        async for _ in broker.catch_up(subscription, None):
+            pass
         broker.unsubscribe(subscription)
         return broker
 
     assert asyncio.run(run()).local == {}
 
 
-def _ids(frames: bytes) -> list[str]:
-    return re.findall(r"^id: (\S+)$", frames.decode(), flags=re.MULTILINE)
+def test_all_histories_together_keep_within_the_byte_budget():
+    """Many channels each under SSE_HISTORY_SIZE still cannot outgrow the worker's budget."""
 
+    async def run() -> tuple[MemoryBroker, bytes, bytes]:
+        broker = MemoryBroker(history_size=1000, history_max_bytes=1024 * 1024)
+        first = await broker.publish("c0", "message", "x" * 10_000)
+        for n in range(400):
+            await broker.publish(f"c{n % 40}", "message", "x" * 10_000)
+        gone = await catch_up(broker, "c0", first, stream())
+        newest = await broker.publish("c39", "message", "x")
+        kept = await catch_up(broker, "c39", newest, stream())
+        return broker, gone, kept
 
-def test_messages_held_while_history_is_read_arrive_once_and_in_order():
-    """The seam: live messages that overlap the history read are neither lost nor doubled.
-
-    Reading the history is stretched here as a slow read would be: one message is
-    published after the subscriber registered and before the snapshot (it is held and in
-    the history: sent once), one after the snapshot (held only: it must still be sent).
-    """
-
-    async def run() -> tuple[list[str], bytes, EventStream, str]:
-        broker = MemoryBroker(history_size=10)
-        ids = [await broker.publish("c", "message", f"m{n}") for n in range(3)]
-        read = broker.replay
-
-        async def slow_replay(subscription, after):  # type: ignore[no-untyped-def]
-            ids.append(await broker.publish("c", "message", "before the snapshot"))
-            replay = await read(subscription, after)
-            ids.append(await broker.publish("c", "message", "after the snapshot"))
-            return replay
-
-        broker.replay = slow_replay  # type: ignore[method-assign]
-        subscriber = stream()
-        frames = await broker.catch_up(broker.subscribe("c", subscriber), ids[0])
-        live = await broker.publish("c", "message", "live")
-        return ids, frames, subscriber, live
-
-    ids, frames, subscriber, live = asyncio.run(run())
-    assert _ids(frames) == ids[1:]
-    assert _ids(subscriber.take()) == [live]  # and from then on, live
-
-
-def test_messages_held_for_a_new_subscriber_are_all_sent():
-    async def run() -> tuple[list[str], bytes]:
-        broker = MemoryBroker(history_size=10)
-        subscription = broker.subscribe("c", stream())
-        ids = [await broker.publish("c", "message", f"m{n}") for n in range(2)]
-        return ids, await broker.catch_up(subscription, None)
-
-    ids, frames = asyncio.run(run())
-    assert _ids(frames) == ids
+    broker, gone, kept = asyncio.run(run())
+    frames = sum(len(m.frame) for h in broker.channels.values() for m in h.ring)
+    assert frames == broker.bytes <= 1024 * 1024
+    assert b"event: reset" in gone, "a message pushed out is a reset for who resumes before it"
+    assert kept == b""

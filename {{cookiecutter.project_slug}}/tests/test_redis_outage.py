@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 
 from {{ cookiecutter.project_slug }}.settings import Settings
 
 from conftest import run_server
-from redis_server import free_port, redis_server
+from redis_server import RedisServer, free_port, redis_server
 from sse_client import new_channel, publish, subscribe, wait_for
 
 
@@ -49,7 +52,7 @@ def test_redis_lost_and_back(tmp_path: Path):
             acked = [publish(client, app.url, channel, f"m{n}") for n in range(3)]
             assert [event.id for event in subscription.take(3)] == acked
             redis.stop()
-            # The stream is ended cleanly, not left hanging.
+            # Ended cleanly once Redis stays away (not left hanging): the client retries.
             assert subscription.rest() == []
 
         health = client.get(app.url + "/healthz")
@@ -57,13 +60,55 @@ def test_redis_lost_and_back(tmp_path: Path):
         assert "unreachable" in health.json()["reason"]
         refused = client.post(f"{app.url}/channels/{channel}/messages", json={"data": "x"})
         assert refused.status_code == 503 and refused.headers["retry-after"]
-        assert client.get(f"{app.url}/channels/{channel}/events").status_code == 503
+        # A subscriber is not refused (an EventSource would give up for good on a 503):
+        # it is told when to retry, and the stream ends.
+        during = client.get(f"{app.url}/channels/{channel}/events")
+        assert during.status_code == 200
+        assert re.fullmatch(
+            r"retry: \d+\n\n: the message broker is unreachable[^\n]*\n\n", during.text
+        )
 
         redis.start()
         assert wait_for(lambda: client.get(app.url + "/healthz").status_code == 200, 15)
         later = publish(client, app.url, channel, "after the outage")
         with subscribe(client, app.url, channel, last_id=acked[0]) as resumed:
             assert [event.id for event in resumed.events] == [*acked[1:], later]
+
+
+def test_a_paused_redis_loses_no_stream(redis_db: RedisServer, serve, client: httpx.Client):
+    """CLIENT PAUSE holds every reply for 3 s: streams stay open and resume where they were."""
+    app = serve()
+    channel = new_channel()
+    with subscribe(client, app.url, channel) as subscription:
+        first = publish(client, app.url, channel, "before")
+        assert subscription.take(1)[0].id == first
+        with Redis(port=redis_db.port) as admin:
+            admin.client_pause(3000)
+        started = time.monotonic()
+        # Published during the pause: acknowledged once Redis answers again.
+        during = publish(httpx.Client(timeout=10), app.url, channel, "during")
+        after = publish(client, app.url, channel, "after")
+        got = subscription.take(2)
+        assert time.monotonic() - started >= 2, "the pause did happen"
+        assert [event.id for event in got] == [during, after]
+
+
+def test_a_lost_subscription_connection_is_made_again_with_no_gap(
+    redis_db: RedisServer, serve, client: httpx.Client
+):
+    app = serve()
+    channel = new_channel()
+    with subscribe(client, app.url, channel) as subscription, Redis(port=redis_db.port) as admin:
+        ids = [publish(client, app.url, channel, "before")]
+        assert subscription.take(1)[0].id == ids[0]
+        for n in range(3):
+            assert wait_for(lambda: admin.client_list(_type="pubsub"), 10)
+            killed = admin.client_kill_filter(_type="pubsub")
+            assert killed >= 1, "the worker's subscription connection was there to cut"
+            # Published while the worker has no subscription: filled in from history.
+            ids.append(publish(client, app.url, channel, f"m{n}"))
+        ids.append(publish(client, app.url, channel, "after"))
+        assert [event.id for event in subscription.take(len(ids) - 1)] == ids[1:]
 
 
 @pytest.mark.parametrize("path", ["/healthz"])

@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from functools import partial
 from typing import Annotated
 
@@ -31,6 +32,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 JSON_OVERHEAD = 6
 RETRY_AFTER = "2"
 LIVE = encode_comment("live")
+BROKER_AWAY = encode_comment("the message broker is unreachable; retrying")
 
 ChannelName = Annotated[
     str, Path(pattern=CHANNEL_PATTERN, description="Letters, digits, `_`, `.`, `-`; 1-64.")
@@ -74,21 +76,36 @@ async def follow(
     """History after `after` (if given), then live messages, until the stream closes."""
     subscription = broker.subscribe(channel, stream)
     try:
+        # The last chunk of the catch-up is held back to be written with the `live` mark.
+        last = b""
         try:
-            first = await broker.catch_up(subscription, after)
+            async with aclosing(broker.catch_up(subscription, after)) as chunks:
+                async for chunk in chunks:
+                    if last:
+                        yield last
+                    last = chunk
         except BrokerUnavailable:
             return  # the client reconnects, and resumes once the broker is back
         if stream.closed:  # dropped while catching up: not live, so do not say so
             return
         # The comment marks the moment the stream is live: a client that publishes after
         # seeing it knows the message will reach it.
-        yield first + LIVE
+        yield last + LIVE
         while not stream.closed:
             await stream.wait()
             if stream.pending:
                 yield stream.take()
     finally:
         broker.unsubscribe(subscription)
+
+
+async def unavailable(stream: EventStream) -> AsyncIterator[bytes]:
+    """A stream that only says why it ends: `retry` is written with it, then it ends.
+
+    Not a 503: a spec EventSource gives up for good on any error status, while a stream
+    that ends is retried after `retry` ms, and resumed by Last-Event-ID.
+    """
+    yield BROKER_AWAY
 
 
 def add_channel_routes(
@@ -102,7 +119,11 @@ def add_channel_routes(
         tags=["channels"],
         response_class=EventStreamResponse,
         responses={
-            200: {"description": "Replay after Last-Event-ID (or a `reset` event), then live."},
+            200: {
+                "description": "Replay after Last-Event-ID (or a `reset` event), then live. "
+                "While the broker is unreachable: `retry` and a comment, then the stream ends "
+                "(an EventSource retries)."
+            },
             400: {"model": Problem, "description": "Last-Event-ID is not an id of this API."},
             401: {
                 "model": Problem,
@@ -111,7 +132,6 @@ def add_channel_routes(
             },
             403: {"model": Problem, "description": "The token does not grant this channel."},
             422: {"model": Problem, "description": "The channel name is not allowed."},
-            503: {"model": Problem, "description": "The broker is unreachable; retry later."},
         },
     )
     async def subscribe(
@@ -137,7 +157,7 @@ def add_channel_routes(
             except BadEventId as exc:
                 return problem(400, str(exc))
         if not broker.available:
-            return problem(503, "the message broker is unreachable", {"Retry-After": RETRY_AFTER})
+            return EventStreamResponse(hub, unavailable, retry_ms=settings.retry_ms)
         source: Source = partial(follow, broker=broker, channel=channel, after=after)
         if reader is not None:
             source = until_expiry(source, reader.expires)

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     """Writes a stream may fall behind by before it is dropped as too slow (it then
     reconnects and catches up from history); bounds the memory one client can hold."""
 
+    replay_max_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=1024**3)
+    """Most a catch-up after Last-Event-ID may send, in bytes of SSE frames; past it the
+    client gets a `reset` (with the newest id) and continues live from there, so a few
+    clients resuming from far back cannot make a worker hold or send gigabytes."""
+
     max_message_bytes: int = Field(default=65536, ge=1, le=16 * 1024 * 1024)
     """Largest `data` a publisher may send, in UTF-8 bytes; larger gets 413."""
 
@@ -79,6 +84,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     """The Redis server holding the channels (redis://, rediss:// or unix://)."""
 {%- else %}
+
+    history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, le=64 * 1024**3)
+    """Most the history of all channels may take in this worker, in bytes of SSE frames;
+    past it the oldest messages of the channels published to least recently go first
+    (a client resuming from one of them gets a `reset`)."""
 
     max_channels: int = Field(default=10_000, ge=1, le=1_000_000)
     """Channels this worker keeps in memory; publishing to one more forgets the channel

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import BadEventId, Broker, BrokerUnavailable, Message, Replay, parse_id
+from .base import Broker, BrokerUnavailable
+from .fanout import Subscription
+{%- if cookiecutter.broker == "memory" %}
+from .memory import MemoryBroker
+{%- endif %}
+from .messages import BadEventId, Message, Page, parse_id
 {%- if cookiecutter.broker == "redis" %}
 from .redis import RedisBroker
-{%- else %}
-from .memory import MemoryBroker
 {%- endif %}
 
 __all__ = [
@@ -15,7 +18,8 @@ __all__ = [
     "Broker",
     "BrokerUnavailable",
     "Message",
-    "Replay",
+    "Page",
+    "Subscription",
     "create_broker",
     "parse_id",
 ]
@@ -23,7 +27,16 @@ __all__ = [
 
 def create_broker(settings: Settings) -> Broker:
 {%- if cookiecutter.broker == "redis" %}
-    return RedisBroker(url=settings.redis_url, history_size=settings.history_size)
+    return RedisBroker(
+        url=settings.redis_url,
+        history_size=settings.history_size,
+        replay_max_bytes=settings.replay_max_bytes,
+    )
 {%- else %}
-    return MemoryBroker(history_size=settings.history_size, max_channels=settings.max_channels)
+    return MemoryBroker(
+        history_size=settings.history_size,
+        history_max_bytes=settings.history_max_bytes,
+        max_channels=settings.max_channels,
+        replay_max_bytes=settings.replay_max_bytes,
+    )
 {%- endif %}

@@ -1,84 +1,38 @@
 """What every broker offers: publish, history by id, and live fan-out to local streams.
 
-A subscriber joins in two steps so that nothing falls between history and live delivery:
-it is registered first (live messages are held for it from then on), then history after
-its Last-Event-ID is read, then the held messages not already in that history are
-appended and it goes live. See `Broker.catch_up`.
+A subscriber joins in steps, so that nothing falls between history and live delivery:
+1. it is registered: live messages for it are held from then on (a bounded number);
+2. `ready()`: live delivery of the channel reaches this worker (Redis: the channel's
+   SUBSCRIBE is confirmed), so everything published from now on arrives here;
+3. history after its Last-Event-ID is read and written a slice at a time, each slice
+   waiting for the client to take the one before (the same backpressure and stall rules
+   as live delivery);
+4. once a read reached the end of the history while nothing held was dropped, the held
+   messages newer than what it wrote are written and it is live.
+Throughout, a subscription writes only messages newer than the newest it has written
+(see fanout.py): a replay and a lagging live reader may overlap, a client never sees it.
 """
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
 
-from ..sse import encode_event
 from ..stream import EventStream
-from .fanout import Subscribers
+from .fanout import Subscribers, Subscription
+from .messages import Message, Page, format_id, parse_id, reset_frame
 
-# Ids look like Redis stream ids, "<milliseconds>-<sequence>", for both brokers: ordered,
-# and the memory broker's first part names the process run that issued them.
-_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
-_MAX_PART = 2**64 - 1
-DEFAULT_EVENT = "message"
-
-
-class BadEventId(ValueError):
-    pass
+#: A catch-up is written in slices of about this size, one write each.
+SLICE_BYTES = 256 * 1024
+#: History is read in pages of about this many bytes (judged by the last page's), so a
+#: client that stops reading holds about one page, not its whole catch-up.
+PAGE_BYTES = 256 * 1024
+FIRST_PAGE = 8
+MAX_PAGE = 1000
 
 
 class BrokerUnavailable(Exception):
     """The broker cannot be reached; the reason is safe to show to clients."""
-
-
-def parse_id(text: str) -> tuple[int, int]:
-    """An id as a sortable pair; BadEventId if it is not one this service issues."""
-    match = _ID.match(text)
-    # Both parts are unsigned 64-bit numbers in Redis, which refuses larger ones.
-    if match is None or max(int(match[1]), int(match[2])) > _MAX_PART:
-        raise BadEventId("Last-Event-ID must be an id sent by this stream, like 1700000000000-5")
-    return int(match[1]), int(match[2])
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    id: str
-    event: str
-    data: str
-    #: The complete SSE frame, encoded once and shared by every subscriber and replay.
-    frame: bytes
-
-
-def make_message(id: str, event: str, data: str) -> Message:  # noqa: A002 - the SSE field
-    # `event: message` is what a frame without an event line means; leave it out.
-    name = None if event == DEFAULT_EVENT else event
-    return Message(id, event, data, encode_event(data, id=id, event=name))
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """History after an id, as one snapshot."""
-
-    messages: Sequence[Message]
-    #: The channel's newest id when the snapshot was taken.
-    head: str
-    #: Why the id could not be resumed from (too old, unknown); None if it could.
-    reset: str | None = None
-
-
-def reset_frame(replay: Replay) -> bytes:
-    # The reset carries the head id, so the client's next reconnect resumes from there
-    # instead of being told the same thing again.
-    return encode_event(replay.reset or "", id=replay.head, event="reset")
-
-
-@dataclass(slots=True)
-class Subscription:
-    channel: str
-    stream: EventStream
-    #: Broker-specific: where live delivery stood when this subscriber was registered.
-    floor: str | None = None
 
 
 class Broker(ABC):
@@ -86,9 +40,11 @@ class Broker(ABC):
 
     name: str
 
-    def __init__(self) -> None:
+    def __init__(self, *, replay_max_bytes: int) -> None:
         #: This worker's subscribers, by channel; a channel with none has no entry.
         self.local: dict[str, Subscribers] = {}
+        #: A catch-up longer than this becomes a reset: one client cannot ask for more.
+        self.replay_max_bytes = replay_max_bytes
 
     async def start(self) -> None:  # noqa: B027 - optional: not every broker connects
         """Connect; raise BrokerUnavailable with a readable reason if that fails."""
@@ -102,7 +58,7 @@ class Broker(ABC):
 
     @property
     def available(self) -> bool:
-        """False while the broker is known to be unreachable (new streams get 503)."""
+        """False while the broker is known to be unreachable (new streams retry later)."""
         return True
 
     @abstractmethod
@@ -110,56 +66,122 @@ class Broker(ABC):
         """Store the message and return its id; only then is it acknowledged."""
 
     @abstractmethod
-    async def replay(self, subscription: Subscription, after: str) -> Replay:
-        """History after `after`, as seen after `subscription` was registered."""
+    async def page(self, channel: str, after: str, count: int) -> Page:
+        """At most `count` messages of the history after `after`, oldest first."""
 
-    async def ready(self, subscription: Subscription) -> None:  # noqa: B027 - often at once
-        """Return once every message published from now on will reach `subscription`."""
+    @abstractmethod
+    async def head(self, channel: str) -> str:
+        """The channel's newest id."""
 
-    def _watch(self, channel: str) -> str | None:
-        """Called as a subscriber registers; returns its floor (see Subscription)."""
-        return None
+    @abstractmethod
+    async def ready(self, channel: str) -> str:
+        """Return once every message published from now on reaches this worker's
+        subscribers of `channel`; the newest id delivered to them so far."""
+
+    def _watch(self, channel: str) -> None:  # noqa: B027 - a hook, often not needed
+        """The channel's first local subscriber arrived."""
+
+    def _unwatch(self, channel: str) -> None:  # noqa: B027 - a hook, like _watch
+        """The channel's last local subscriber left."""
 
     def subscribe(self, channel: str, stream: EventStream) -> Subscription:
-        """Register `stream`: live messages are held for it until `catch_up`."""
+        """Register `stream`: live messages are held for it until `catch_up` ends."""
+        subscription = Subscription(channel, stream)
         subscribers = self.local.get(channel)
         if subscribers is None:
             subscribers = self.local[channel] = Subscribers()
-        subscribers.add(stream)
-        return Subscription(channel, stream, self._watch(channel))
+            self._watch(channel)
+        subscribers.add(subscription)
+        return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self.local.get(subscription.channel)
         if subscribers is not None:
-            subscribers.discard(subscription.stream)
+            subscribers.discard(subscription)
             if not subscribers:
                 del self.local[subscription.channel]
+                self._unwatch(subscription.channel)
 
-    async def catch_up(self, subscription: Subscription, after: str | None) -> bytes:
-        """The frames to write before live delivery: history, then what arrived meanwhile.
+    async def catch_up(self, subscription: Subscription, after: str | None) -> AsyncIterator[bytes]:
+        """The chunks to write before live delivery: history, then what arrived meanwhile.
 
-        On return the subscriber is live: later messages are pushed to its stream.
+        Once it is exhausted the subscriber is live: later messages are pushed to its
+        stream. Raises BrokerUnavailable if the broker cannot be reached.
         """
-        if after is not None:
-            replay: Replay | None = await self.replay(subscription, after)
+        position = await self.ready(subscription.channel)
+        if after is None:
+            # Everything held so far is at or before the position: none of it is sent.
+            subscription.last = parse_id(position)
         else:
-            replay = None
-            await self.ready(subscription)
+            subscription.last = parse_id(after)
+            async for chunk in self._replay(subscription):
+                yield chunk
+        stream = subscription.stream
+        if stream.closed:
+            return
         subscribers = self.local.get(subscription.channel)
-        if subscribers is None or subscription.stream.closed:
-            return b""
-        held = subscribers.go_live(subscription.stream)
-        if held is None:  # dropped while reading history (too slow, or the broker was lost)
-            subscription.stream.close("broker")
-            return b""
-        if replay is None:
-            return b"".join(message.frame for message in held)
-        if replay.reset is not None:
-            frames, last = [reset_frame(replay)], replay.head
-        else:
-            frames = [message.frame for message in replay.messages]
-            last = replay.messages[-1].id if replay.messages else (after or replay.head)
-        # Held messages the history already had would be duplicates: keep only newer ones.
-        newest = parse_id(last)
-        frames.extend(message.frame for message in held if parse_id(message.id) > newest)
-        return b"".join(frames)
+        if subscribers is None or not subscribers.go_live(subscription):
+            stream.close("broker")
+            return
+        held = subscription.take_held()
+        if held:
+            yield b"".join(message.frame for message in held)
+
+    async def _replay(self, subscription: Subscription) -> AsyncIterator[bytes]:
+        """History after `subscription.last`, in slices, until it is caught up."""
+        channel, stream = subscription.channel, subscription.stream
+        count, sent, skipped = FIRST_PAGE, 0, False
+        while not stream.closed:
+            # Live messages held from here on, with this read, cover everything.
+            subscription.held.clear()
+            subscription.overflowed = False
+            page = await self.page(channel, format_id(subscription.last), count)
+            if page.reset is not None:
+                subscription.last = parse_id(page.head)
+                yield reset_frame(page.reset, page.head)
+            for chunk, size, newest in _slices(page.messages):
+                sent += size
+                if sent > self.replay_max_bytes:
+                    if skipped:  # a second time: the client cannot keep up at all
+                        stream.close("slow")
+                        return
+                    skipped, sent = True, 0
+                    reason = (
+                        f"the history after {format_id(subscription.last)} is longer than a "
+                        f"catch-up may send ({self.replay_max_bytes} bytes)"
+                    )
+                    head = await self.head(channel)
+                    subscription.last = parse_id(head)
+                    yield reset_frame(reason, head)
+                    break
+                subscription.last = newest.key
+                yield chunk
+                if stream.closed:
+                    return
+            else:
+                if page.last and not subscription.overflowed:
+                    return
+                count = _next_count(page.messages)
+
+
+def _slices(messages: Sequence[Message]) -> Iterator[tuple[bytes, int, Message]]:
+    """The frames of `messages` in slices of about SLICE_BYTES: (bytes, size, newest).
+
+    Joined one slice at a time, as it is written: never a copy of the whole page.
+    """
+    start, size = 0, 0
+    for index, message in enumerate(messages):
+        size += len(message.frame)
+        if size >= SLICE_BYTES or index == len(messages) - 1:
+            part = messages[start : index + 1]
+            chunk = part[0].frame if len(part) == 1 else b"".join(m.frame for m in part)
+            yield chunk, size, message
+            start, size = index + 1, 0
+
+
+def _next_count(messages: Sequence[Message]) -> int:
+    """A page size that reads about PAGE_BYTES, judging by the messages just read."""
+    if not messages:
+        return FIRST_PAGE
+    average = sum(len(message.frame) for message in messages) / len(messages)
+    return max(1, min(MAX_PAGE, int(PAGE_BYTES / average)))

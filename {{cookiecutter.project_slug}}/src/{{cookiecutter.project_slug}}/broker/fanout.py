@@ -1,63 +1,108 @@
-"""The subscribers of one channel in this worker, and delivery to them."""
+"""The subscribers of one channel in this worker, and delivery to them.
+
+The rule that keeps every subscriber exact, whatever the lag of live delivery: each
+subscription knows the newest id it has written (history, held or live), and delivery
+skips everything at or before it. Ids are compared as numbers; frames are encoded once
+per message and the same bytes go to every subscriber.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from operator import attrgetter
 
 from ..stream import EventStream
+from .messages import Key, Message
 
-if TYPE_CHECKING:
-    from .base import Message
+_KEY = attrgetter("key")
+
+
+class Subscription:
+    """One stream on one channel: catching up on history, then live."""
+
+    __slots__ = ("channel", "held", "last", "overflowed", "stream")
+
+    def __init__(self, channel: str, stream: EventStream) -> None:
+        self.channel = channel
+        self.stream = stream
+        #: The newest id written to the stream (or queued for it) from this channel.
+        self.last: Key = (0, 0)
+        #: While catching up: live messages delivered meanwhile, in order, at most
+        #: `stream.max_pending` of them; the catch-up reads history again past that.
+        self.held: list[Message] = []
+        self.overflowed = False
+
+    def hold(self, batch: Sequence[Message]) -> None:
+        if len(self.held) + len(batch) > self.stream.max_pending:
+            self.held.clear()  # history has them: the catch-up reads them from there
+            self.overflowed = True
+        else:
+            self.held.extend(batch)
+
+    def take_held(self) -> list[Message]:
+        """The held messages newer than `last`; afterwards `last` is the newest of them."""
+        newer = [message for message in self.held if message.key > self.last]
+        self.held = []
+        if newer:
+            self.last = newer[-1].key
+        return newer
 
 
 class Subscribers:
-    """Streams that are live, and streams still catching up on history.
-
-    Delivery never waits and never encodes per subscriber: the frames are encoded once
-    (when the message was made) and the same bytes are pushed to every live stream; a
-    stream too far behind closes itself (see EventStream.push).
-    """
+    """Streams that are live, and streams still catching up on history."""
 
     __slots__ = ("joining", "live")
 
     def __init__(self) -> None:
-        self.live: set[EventStream] = set()
-        #: Streams reading history, with the batches delivered meanwhile (bounded like
-        #: a stream's own queue), to be sent once the history is written.
-        self.joining: dict[EventStream, list[Sequence[Message]]] = {}
+        self.live: set[Subscription] = set()
+        self.joining: set[Subscription] = set()
 
     def __len__(self) -> int:
         return len(self.live) + len(self.joining)
 
-    def add(self, stream: EventStream) -> None:
-        self.joining[stream] = []
+    def add(self, subscription: Subscription) -> None:
+        self.joining.add(subscription)
 
-    def go_live(self, stream: EventStream) -> list[Message] | None:
-        """Make a joining stream live; the messages held for it, or None if it was not joining."""
-        held = self.joining.pop(stream, None)
-        if held is None:
-            return None
-        self.live.add(stream)
-        return [message for batch in held for message in batch]
+    def go_live(self, subscription: Subscription) -> bool:
+        """Make a joining subscription live; False if it was dropped meanwhile."""
+        if subscription not in self.joining:
+            return False
+        self.joining.discard(subscription)
+        self.live.add(subscription)
+        return True
 
-    def discard(self, stream: EventStream) -> None:
-        self.live.discard(stream)
-        self.joining.pop(stream, None)
+    def discard(self, subscription: Subscription) -> None:
+        self.live.discard(subscription)
+        self.joining.discard(subscription)
 
     def deliver(self, batch: Sequence[Message]) -> None:
-        """Push a batch of messages, in order, to every stream: one write each."""
+        """Push a batch of messages, in id order, to every stream: one write each.
+
+        Never waits: a stream too far behind closes itself (see EventStream.push).
+        """
         if not batch:
             return
-        frame = batch[0].frame if len(batch) == 1 else b"".join(m.frame for m in batch)
-        for stream in self.live:
-            stream.push(frame)
-        for stream, held in self.joining.items():
-            if len(held) >= stream.max_pending:
-                stream.close("slow")
-            else:
-                held.append(batch)
+        first, newest = batch[0].key, batch[-1].key
+        # The frames from message i on, joined once for every subscriber that needs them.
+        joined: dict[int, bytes] = {}
+        for subscription in self.live:
+            last = subscription.last
+            if last >= newest:
+                continue  # it has all of them already (from history, or delivered twice)
+            start = 0 if last < first else bisect_right(batch, last, key=_KEY)
+            frames = joined.get(start)
+            if frames is None:
+                frames = joined[start] = (
+                    batch[start].frame
+                    if start == len(batch) - 1
+                    else b"".join(message.frame for message in batch[start:])
+                )
+            subscription.last = newest
+            subscription.stream.push(frames)
+        for subscription in self.joining:
+            subscription.hold(batch)
 
     def close_all(self, reason: str) -> None:
-        for stream in [*self.live, *self.joining]:
-            stream.close(reason)
+        for subscription in [*self.live, *self.joining]:
+            subscription.stream.close(reason)

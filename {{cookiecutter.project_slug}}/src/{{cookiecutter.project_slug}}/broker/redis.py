@@ -1,90 +1,97 @@
-"""Redis broker: one Redis stream per channel, shared by every worker process and host.
+"""Redis broker: a Redis stream per channel for history, pub/sub for live delivery.
 
-- Publishing is `XADD` with an approximate `MAXLEN` (whole nodes are trimmed, so at least
-  `history_size` messages stay); the stream id Redis assigns is the SSE id, so an id from
-  any worker resumes on any other.
-- Each worker runs ONE reader task per channel that has local subscribers: a blocking
-  `XREAD` that fans out to them. Redis sees one connection per active channel and
-  worker, never one per client. A reader whose channel has no subscribers left stops
-  after its current read.
-- History reads for the same channel and Last-Event-ID are coalesced (singleflight).
-- Redis lost while running: every local stream is closed (clients reconnect and resume
-  by Last-Event-ID once it is back), new streams and publishes get 503, and a watchdog
-  finds out when it returns. A publish is acknowledged only once `XADD` returned, so no
-  acknowledged message is lost unless Redis itself loses it: run it with AOF persistence.
+- Publishing is one Lua script: XADD to the channel's stream, with an approximate
+  MAXLEN (whole nodes are trimmed, so at least `history_size` messages stay), and
+  PUBLISH of the message with the id XADD gave it. The stream id is the SSE id, so an id
+  from any worker resumes on any other. A publish is acknowledged only once the script
+  returned, so no acknowledged message is lost unless Redis itself loses it: run it
+  with AOF persistence.
+- Live delivery: one pub/sub connection per worker for all channels (see redis_live.py).
+  Commands (publish, history reads) share a small blocking pool, so a worker holds at
+  most POOL + 1 connections to Redis however many channels and clients it serves.
+- History is read in pages (XRANGE ... COUNT); identical reads are coalesced
+  (singleflight), as a reconnect storm asks for the same page thousands of times.
+- Redis slow or paused: streams stay open and resume where they stopped. The
+  subscription connection lost: it is made again, and each channel's gap filled from the
+  id it last delivered; only if Redis stays away for OUTAGE_GRACE are this worker's
+  streams ended (their clients retry, and resume by Last-Event-ID once it is back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import Broker, BrokerUnavailable, Message, Replay, Subscription, make_message, parse_id
+from .base import Broker, BrokerUnavailable
+from .messages import Key, Message, Page, format_id, make_message, parse_id
+from .redis_live import LOST, LiveChannels
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "{{ cookiecutter.project_slug }}:channel:"
+LIVE_PREFIX = "{{ cookiecutter.project_slug }}:live:"
 EMPTY = "0-0"  # the id before any entry of a stream
-# Errors that mean "Redis is not reachable", as opposed to a command Redis refused.
-LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 PING_TIMEOUT = 2.0
+#: Connections for commands; a caller beyond them waits for one (never an error).
+POOL = 6
+#: Redis away this long: end the streams (their clients retry until it is back).
+OUTAGE_GRACE = 5.0
+#: Entries per XRANGE when a reconnect fills a channel's gap.
+FILL_PAGE = 500
 
-
-class _Reader:
-    """The live reader of one channel in this worker."""
-
-    __slots__ = ("position", "started", "task")
-
-    def __init__(self) -> None:
-        #: The last id delivered; None until the reader knows where the stream ends.
-        self.position: str | None = None
-        self.started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        # Awaited only by subscribers that joined early; do not warn when nobody did.
-        self.started.add_done_callback(lambda f: f.exception())
-        self.task: asyncio.Task[None] | None = None
+# XADD and PUBLISH in one step: a live message always carries the id of its stream entry,
+# and live messages leave in the order of the stream.
+PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      'event', ARGV[2], 'data', ARGV[3])
+redis.call('PUBLISH', ARGV[4], id .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+return id
+"""
 
 
 class RedisBroker(Broker):
     name = "redis"
 
     def __init__(
-        self,
-        *,
-        url: str,
-        history_size: int,
-        block_ms: int = 1000,
-        batch: int = 500,
-        watch_interval: float = 1.0,
+        self, *, url: str, history_size: int, replay_max_bytes: int = 8 * 1024 * 1024
     ) -> None:
-        super().__init__()
+        super().__init__(replay_max_bytes=replay_max_bytes)
         self.history_size = history_size
-        self.block_ms = block_ms
-        self.batch = batch
-        self.watch_interval = watch_interval
-        self.redis = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             url,
-            # Above block_ms, so a blocking XREAD is not mistaken for a dead server.
-            socket_timeout=max(5.0, 2 * block_ms / 1000),
+            max_connections=POOL,
+            timeout=None,  # wait for a connection: commands are short
+            socket_timeout=5.0,
             socket_connect_timeout=2.0,
             # One quick retry covers a pooled connection that went stale (Redis restarted).
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
         )
-        kwargs = self.redis.connection_pool.connection_kwargs
+        self.redis = Redis(connection_pool=pool)
+        kwargs = pool.connection_kwargs
         # Where Redis is, for messages; never the URL itself, which may hold a password.
         self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        self._readers: dict[str, _Reader] = {}
-        self._reads: SingleFlight[tuple[str, str], Replay] = SingleFlight()
+        self._publish = self.redis.register_script(PUBLISH)
+        self._pages: SingleFlight[tuple[str, str, int], Page] = SingleFlight()
+        self.live = LiveChannels(
+            redis=self.redis,
+            prefix=LIVE_PREFIX,
+            deliver=self._deliver,
+            fill=self._fill,
+            newest=self._newest,
+            on_gap=self._gap,
+            on_lost=self._lost,
+            on_back=self._back,
+        )
         self._problem: str | None = None
-        self._watchdog: asyncio.Task[None] | None = None
+        self._outage: asyncio.TimerHandle | None = None
 
     # -- lifecycle and health ------------------------------------------------------------
 
@@ -93,160 +100,147 @@ class RedisBroker(Broker):
             await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT)
         except (*LOST, RedisError) as exc:
             raise BrokerUnavailable(f"cannot reach Redis at {self.where}: {exc}") from None
-        self._watchdog = asyncio.create_task(self._watch_health(), name="redis-watchdog")
+        self.live.start()
 
     async def stop(self) -> None:
-        tasks = [reader.task for reader in self._readers.values() if reader.task is not None]
-        if self._watchdog is not None:
-            tasks.append(self._watchdog)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._outage is not None:
+            self._outage.cancel()
+        await self.live.stop()
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()  # a pool passed in is not closed with it
 
     @property
     def available(self) -> bool:
-        return self._problem is None
+        return self.live.connected
 
     async def check(self) -> str | None:
+        if not self.live.connected:
+            return self._problem or f"Redis at {self.where} is unreachable"
         try:
             await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT)
-        except LOST as exc:
-            self._lost(exc)
-        else:
-            self._problem = None
-        return self._problem
-
-    async def _watch_health(self) -> None:
-        # Notices an outage even when nothing is published or read, and the recovery
-        # (nothing else would: new streams are refused while Redis is away).
-        while True:
-            await asyncio.sleep(self.watch_interval)
-            await self.check()
+        except LOST:
+            return f"Redis at {self.where} does not answer within {PING_TIMEOUT:g} s"
+        return None
 
     def _lost(self, exc: BaseException) -> None:
         if self._problem is None:
-            log.warning("Redis at %s lost (%s); closing this worker's streams", self.where, exc)
-        self._problem = f"Redis at {self.where} is unreachable"
-        for subscribers in self.local.values():
-            subscribers.close_all("broker")
+            log.warning("Redis at %s lost (%s); reconnecting", self.where, exc)
+            self._problem = f"Redis at {self.where} is unreachable"
+        if self._outage is None:
+            loop = asyncio.get_running_loop()
+            self._outage = loop.call_later(OUTAGE_GRACE, self._end_streams)
+
+    def _back(self) -> None:
+        if self._problem is not None:
+            log.warning("Redis at %s is back", self.where)
+        self._problem = None
+        if self._outage is not None:
+            self._outage.cancel()
+            self._outage = None
+
+    def _end_streams(self) -> None:
+        self._outage = None
+        if not self.live.connected:
+            log.warning("Redis at %s still away; ending this worker's streams", self.where)
+            for subscribers in self.local.values():
+                subscribers.close_all("broker")
 
     # -- publishing and history ----------------------------------------------------------
 
     async def publish(self, channel: str, event: str, data: str) -> str:
-        fields = {"event": event, "data": data}
+        args = [self.history_size, event, data, LIVE_PREFIX + channel]
         try:
-            entry_id = await self.redis.xadd(
-                KEY_PREFIX + channel, fields, maxlen=self.history_size, approximate=True
-            )
+            entry_id = await self._publish(keys=[KEY_PREFIX + channel], args=args)
         except LOST as exc:
-            self._lost(exc)
-            raise BrokerUnavailable(self._problem or "Redis is unreachable") from exc
+            raise BrokerUnavailable(f"Redis at {self.where} is unreachable") from exc
         except RedisError as exc:  # e.g. out of memory: refused, but not gone
             raise BrokerUnavailable(f"Redis refused the message: {exc}") from exc
-        self._problem = None
         return entry_id.decode()
 
-    async def ready(self, subscription: Subscription) -> None:
-        await self._floor(subscription)
-
-    async def _floor(self, subscription: Subscription) -> str:
-        """Where live delivery to `subscription` starts: after this id."""
-        if subscription.floor is not None:
-            return subscription.floor
-        # Registered before the channel's reader knew where the stream ended: it delivers
-        # everything after the position it started from.
-        reader = self._readers.get(subscription.channel)
-        if reader is None:
-            raise BrokerUnavailable("the channel's reader stopped")
+    async def page(self, channel: str, after: str, count: int) -> Page:
         try:
-            return await asyncio.shield(reader.started)
+            return await self._pages.do(
+                (channel, after, count), lambda: self._page(channel, after, count)
+            )
         except LOST as exc:
-            self._lost(exc)
-            raise BrokerUnavailable(self._problem or "Redis is unreachable") from exc
+            raise BrokerUnavailable(f"Redis at {self.where} is unreachable") from exc
 
-    async def replay(self, subscription: Subscription, after: str) -> Replay:
-        channel = subscription.channel
-        floor = await self._floor(subscription)
-        try:
-            replay = await self._reads.do((channel, after), lambda: self._read(channel, after))
-            if parse_id(replay.head) < parse_id(floor):
-                # The shared read began before this subscriber's live delivery did, so it
-                # may miss messages in between: read again, now that it is registered.
-                replay = await self._read(channel, after)
-        except LOST as exc:
-            self._lost(exc)
-            raise BrokerUnavailable(self._problem or "Redis is unreachable") from exc
-        return replay
+    async def _page(self, channel: str, after: str, count: int) -> Page:
+        # The common case in one command: `after` still in the stream, read from it on.
+        entries = await self.redis.xrange(KEY_PREFIX + channel, min=after, max="+", count=count + 1)
+        if entries and entries[0][0].decode() == after:
+            messages = [_message(entry_id, fields) for entry_id, fields in entries[1:]]
+            return Page(messages, len(messages) < count)
+        return await self._page_checked(channel, after, count)
 
-    async def _read(self, channel: str, after: str) -> Replay:
-        """History after `after` and the stream's state, read atomically (MULTI)."""
+    async def _page_checked(self, channel: str, after: str, count: int) -> Page:
+        """History after an id that is not in the stream, with the stream's state (MULTI)."""
         key = KEY_PREFIX + channel
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(key)
-            pipe.xrange(key, min="(" + after, max="+")
+            pipe.xrange(key, min="(" + after, max="+", count=count)
             info, entries = await pipe.execute(raise_on_error=False)
         if isinstance(info, ResponseError):  # no such stream: nothing was ever published
             if parse_id(after) == (0, 0):
-                return Replay((), EMPTY)
-            return Replay((), EMPTY, f"unknown id {after}: this channel has no history")
+                return Page((), True, head=EMPTY)
+            return Page((), True, f"unknown id {after}: this channel has no history", EMPTY)
         head = info["last-generated-id"].decode()
         # Before the XRANGE result: an exclusive start past the newest possible id is an
         # error there, and it is only an unknown id here.
         if parse_id(after) > parse_id(head):
-            return Replay((), head, f"unknown id {after}: newer than this channel's last message")
+            reason = f"unknown id {after}: newer than this channel's last message"
+            return Page((), True, reason, head)
         if isinstance(entries, Exception):
             raise entries
         if _trimmed_after(info, after):
-            return Replay((), head, f"id {after} is older than this channel's history")
-        return Replay([_message(entry_id, fields) for entry_id, fields in entries], head)
+            return Page((), True, f"id {after} is older than this channel's history", head)
+        messages = [_message(entry_id, fields) for entry_id, fields in entries]
+        return Page(messages, len(messages) < count, head=head)
+
+    async def head(self, channel: str) -> str:
+        return format_id((await self._newest([channel]))[0])
+
+    async def _newest(self, channels: Sequence[str]) -> list[Key]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.xrevrange(KEY_PREFIX + channel, max="+", min="-", count=1)
+            replies = await pipe.execute()
+        return [parse_id(entries[0][0].decode()) if entries else (0, 0) for entries in replies]
+
+    async def _fill(self, channel: str, after: Key) -> list[Message] | None:
+        """Everything after `after`, or None if some of it is gone (trimmed, lost)."""
+        missed: list[Message] = []
+        while True:
+            page = await self._page(channel, format_id(after), FILL_PAGE)
+            if page.reset is not None:
+                return None
+            missed.extend(page.messages)
+            if page.last:
+                return missed
+            after = missed[-1].key
 
     # -- live delivery -------------------------------------------------------------------
 
-    def _watch(self, channel: str) -> str | None:
-        reader = self._readers.get(channel)
-        if reader is None:
-            reader = self._readers[channel] = _Reader()
-            reader.task = asyncio.create_task(self._read_live(channel, reader))
-        return reader.position
+    def _watch(self, channel: str) -> None:
+        self.live.acquire(channel)
 
-    async def _read_live(self, channel: str, reader: _Reader) -> None:
-        key = KEY_PREFIX + channel
-        try:
-            position = await self._last_id(key)
-            reader.position = position
-            reader.started.set_result(position)
-            # Runs while the channel has subscribers here; the check follows each read, so
-            # a subscriber arriving during a read keeps this reader (and its position).
-            while self.local.get(channel):
-                reply = await self.redis.xread(
-                    {key: position}, count=self.batch, block=self.block_ms
-                )
-                for _key, entries in reply or ():
-                    batch = [_message(entry_id, fields) for entry_id, fields in entries]
-                    position = reader.position = batch[-1].id
-                    subscribers = self.local.get(channel)
-                    if subscribers is not None:
-                        subscribers.deliver(batch)
-        except LOST as exc:
-            self._lost(exc)
-        except RedisError as exc:
-            log.error("reading channel %r failed: %s", channel, exc)
-            subscribers = self.local.get(channel)
-            if subscribers is not None:
-                subscribers.close_all("broker")
-        finally:
-            if not reader.started.done():
-                reader.started.set_exception(BrokerUnavailable("the channel's reader stopped"))
-            if self._readers.get(channel) is reader:
-                del self._readers[channel]
+    def _unwatch(self, channel: str) -> None:
+        self.live.release(channel)
 
-    async def _last_id(self, key: str) -> str:
-        try:
-            info = await self.redis.xinfo_stream(key)
-        except ResponseError:  # no such stream yet
-            return EMPTY
-        return info["last-generated-id"].decode()
+    async def ready(self, channel: str) -> str:
+        return format_id(await self.live.ready(channel))
+
+    def _deliver(self, channel: str, batch: Sequence[Message]) -> None:
+        subscribers = self.local.get(channel)
+        if subscribers is not None:
+            subscribers.deliver(batch)
+
+    def _gap(self, channel: str) -> None:
+        # Missed messages that are gone from the history: the subscribers reconnect, and
+        # their resume by Last-Event-ID gets the reset that says so.
+        subscribers = self.local.get(channel)
+        if subscribers is not None:
+            subscribers.close_all("broker")
 
 
 def _trimmed_after(info: dict[str, Any], after: str) -> bool:

@@ -1,0 +1,131 @@
+"""S4 channels at scale: N channels with one subscriber each, spread over the workers.
+
+`python -m benchmarks.loadgen.channels --ports 8001,8002 --channels 10000 --messages 10`
+opens the N streams (channel i on worker i mod W), prints `ready` on stdout once every
+one answered, then reads until each has `--messages` messages or the deadline passes,
+and prints one JSON line. Each message's data is `s4:<seq>:<monotonic send time>`, so
+publish-to-receive latency is read from the message alone (CLOCK_MONOTONIC is shared by
+the processes of one machine).
+"""
+
+import argparse
+import asyncio
+import json
+import re
+import resource
+import sys
+from typing import Any
+
+from ..limits import raise_nofile
+from .progress import Progress, report, wait_until
+from .sse import Event
+from .stream import StreamResult, stream_events
+
+STAMP = re.compile(rb"s4:(\d+):(\d+\.\d+)")
+SPARE_FDS = 64
+
+
+def channel_name(index: int) -> str:
+    return f"s4-{index}"
+
+
+class Subscriber:
+    __slots__ = ("latencies", "result", "seen")
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.seen: set[int] = set()
+        self.result = StreamResult()
+
+
+async def subscribe(
+    port: int, index: int, messages: int, sub: Subscriber, progress: Progress, done: asyncio.Event
+) -> None:
+    def on_open() -> None:
+        progress.ready += 1
+
+    def on_event(now: float, event: Event) -> bool:
+        match = STAMP.search(event.data)
+        if match is None:
+            return False
+        seq = int(match.group(1))
+        if seq not in sub.seen:
+            sub.seen.add(seq)
+            sub.latencies.append(now - float(match.group(2)))
+            progress.events += 1
+        if len(sub.seen) == messages:
+            progress.done += 1
+            return True
+        return False
+
+    path = f"/channels/{channel_name(index)}/events"
+    task = asyncio.ensure_future(stream_events(port, path, sub.result, on_open, on_event))
+    await asyncio.wait([task, asyncio.ensure_future(done.wait())], return_when="FIRST_COMPLETED")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if sub.result.error:
+        progress.failed += 1
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    ports = [int(port) for port in args.ports.split(",")]
+    progress = Progress()
+    reporter = asyncio.ensure_future(report(f"s4 n={args.channels}", progress))
+    subs = [Subscriber() for _ in range(args.channels)]
+    done = asyncio.Event()
+    tasks = []
+    for index, sub in enumerate(subs):
+        port = ports[index % len(ports)]
+        tasks.append(
+            asyncio.ensure_future(subscribe(port, index, args.messages, sub, progress, done))
+        )
+        if index % 500 == 499:  # a steady connect, not a storm: S1 measures storms
+            await asyncio.sleep(0.05)
+    try:
+        await wait_until(lambda: progress.ready + progress.failed >= args.channels, args.deadline)
+        print("ready", flush=True)
+        # The publisher starts now and takes `messages` seconds; then the deliveries drain.
+        await wait_until(
+            lambda: progress.done + progress.failed >= args.channels,
+            args.messages * args.publish_interval + args.deadline,
+        )
+    finally:
+        done.set()
+        await asyncio.gather(*tasks)
+        reporter.cancel()
+    errors: dict[str, int] = {}
+    for sub in subs:
+        if sub.result.error:
+            errors[sub.result.error] = errors.get(sub.result.error, 0) + 1
+    return {
+        "subscribed": sum(1 for s in subs if s.result.status == 200),
+        "deliveries": sum(len(s.latencies) for s in subs),
+        "expected": args.channels * args.messages,
+        "complete_subscribers": sum(1 for s in subs if len(s.seen) == args.messages),
+        "errors": errors,
+        "latency": [round(x, 5) for s in subs for x in s.latencies],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen.channels")
+    parser.add_argument("--ports", required=True, help="the workers' ports, comma-separated")
+    parser.add_argument("--channels", type=int, required=True)
+    parser.add_argument("--messages", type=int, default=10)
+    parser.add_argument("--publish-interval", type=float, default=1.0)
+    parser.add_argument("--deadline", type=float, default=60.0)
+    args = parser.parse_args()
+    raise_nofile(args.channels + SPARE_FDS)
+    try:
+        from uvloop import run as run_loop
+    except ImportError:
+        from asyncio import run as run_loop
+    result = run_loop(run(args))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
+    print(json.dumps(result), flush=True)
+    print(f"  [s4] finished, {result['deliveries']} deliveries", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

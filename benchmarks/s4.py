@@ -1,0 +1,207 @@
+"""S4 channels at scale: `python -m benchmarks.s4 --channels 1000,10000`.
+
+N channels with one subscriber each; one message is published to every channel each
+second for `--messages` seconds. Reported per broker and N: deliveries made of those
+expected, publish-to-receive p50/p99, the connections Redis holds, and the workers' CPU.
+
+- `redis`: two workers (two uvicorn processes of the Redis bake) on one private
+  redis-server. The publisher runs here and sends straight to Redis with the bake's own
+  publish script (pipelined), as another service would: 10,000 HTTP publishes a second
+  would measure the POST route on this machine's two cores, not delivery.
+- `memory`: one worker; the memory broker lives in it, so messages are published to it
+  over HTTP (on a few keep-alive connections), and that cost is in its CPU.
+"""
+
+import argparse
+import asyncio
+import importlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import bake, procs, redis_server
+from .environment import describe
+from .loadgen import http
+from .loadgen.channels import channel_name
+from .procstat import cpu_seconds
+from .stats import percentile
+from .targets import REPO_ROOT, UVICORN_BACKLOG
+
+HTTP_PUBLISHERS = 8  # keep-alive connections publishing to the memory worker
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.s4")
+    parser.add_argument("--channels", default="1000,10000", help="sizes, comma-separated")
+    parser.add_argument("--brokers", default="redis,memory")
+    parser.add_argument("--messages", type=int, default=10, help="rounds, one per interval")
+    parser.add_argument("--publish-interval", type=float, default=1.0)
+    parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/s4.json")
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def workers(src: Path, count: int, env: dict[str, str]) -> Iterator[list[tuple[int, int]]]:
+    """`count` uvicorn processes of the bake: (pid, port) each; stopped on exit."""
+    with ExitStack() as stack:
+        started = []
+        for _ in range(count):
+            port = procs.free_port()
+            argv = procs.python_module(
+                "benchmarks.serve",
+                bake.app_module(src),
+                *("--app-dir", str(src), "--host", procs.HOST, "--port", str(port)),
+                *("--no-access-log", "--log-level", "warning", "--loop", "uvloop"),
+                *("--http", "httptools", "--backlog", str(UVICORN_BACKLOG)),
+                *("--timeout-graceful-shutdown", "2"),
+            )
+            proc = stack.enter_context(procs.running(argv, env=env, port=port, cwd=REPO_ROOT))
+            started.append((proc.pid, port))
+        yield started
+
+
+def publish_redis(src: Path, url: str, channels: int, messages: int, interval: float) -> None:
+    """Every channel gets message `seq` at start + (seq - 1) x interval, through Redis."""
+    import redis
+
+    sys.path.insert(0, str(src))
+    package = bake.app_module(src).split(".")[0]
+    broker = importlib.import_module(f"{package}.broker.redis")
+    client = redis.Redis.from_url(url)
+    script = client.register_script(broker.PUBLISH)
+    start = time.monotonic()
+    for seq in range(1, messages + 1):
+        time.sleep(max(0.0, start + (seq - 1) * interval - time.monotonic()))
+        pipe = client.pipeline(transaction=False)
+        for index in range(channels):
+            name = channel_name(index)
+            data = f"s4:{seq}:{time.monotonic():.6f}"
+            args = [20, "message", data, broker.LIVE_PREFIX + name]
+            script(keys=[broker.KEY_PREFIX + name], args=args, client=pipe)
+        pipe.execute()
+    client.close()
+
+
+async def publish_http(port: int, channels: int, messages: int, interval: float) -> None:
+    async def one_connection(indexes: range) -> None:
+        reader, writer = await asyncio.open_connection(http.HOST, port)
+        try:
+            for seq in range(1, messages + 1):
+                await asyncio.sleep(max(0.0, start + (seq - 1) * interval - time.monotonic()))
+                for index in indexes:
+                    body = json.dumps({"data": f"s4:{seq}:{time.monotonic():.6f}"}).encode()
+                    path = f"/channels/{channel_name(index)}/messages"
+                    writer.write(
+                        http.build_request(
+                            "POST", path, port, body, Content_Type="application/json"
+                        )
+                    )
+                    _, headers = await http.read_head(reader)
+                    await http.read_body(reader, http.decoder_for(headers))
+        finally:
+            writer.close()
+
+    start = time.monotonic()
+    await asyncio.gather(
+        *(one_connection(range(k, channels, HTTP_PUBLISHERS)) for k in range(HTTP_PUBLISHERS))
+    )
+
+
+def redis_connections(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url) as admin:
+        return int(admin.info("clients")["connected_clients"]) - 1  # not counting itself
+
+
+def run_one(broker: str, src: Path, channels: int, args: argparse.Namespace) -> dict[str, Any]:
+    env = {"SSE_MAX_CLIENTS": "1000000", "SSE_HISTORY_SIZE": "20", "SSE_LOG_LEVEL": "warning"}
+    with ExitStack() as stack:
+        url = None
+        if broker == "redis":
+            url = stack.enter_context(redis_server.redis_url())
+            env["SSE_REDIS_URL"] = url
+        started = stack.enter_context(workers(src, 2 if broker == "redis" else 1, env))
+        ports = ",".join(str(port) for _, port in started)
+        loadgen = subprocess.Popen(
+            procs.python_module(
+                "benchmarks.loadgen.channels",
+                *("--ports", ports, "--channels", str(channels)),
+                *("--messages", str(args.messages), "--deadline", str(args.deadline)),
+                *("--publish-interval", str(args.publish_interval)),
+            ),
+            stdout=subprocess.PIPE,
+            cwd=REPO_ROOT,
+        )
+        try:
+            assert loadgen.stdout is not None
+            if loadgen.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the load generator did not get ready")
+            cpu_before = sum(cpu_seconds(pid) for pid, _ in started)
+            connections = redis_connections(url) if url else None
+            if url:
+                publish_redis(src, url, channels, args.messages, args.publish_interval)
+                connections = max(connections or 0, redis_connections(url))
+            else:
+                port = started[0][1]
+                asyncio.run(publish_http(port, channels, args.messages, args.publish_interval))
+            result = json.loads(loadgen.stdout.readline())
+            loadgen.wait(args.deadline)
+            cpu = sum(cpu_seconds(pid) for pid, _ in started) - cpu_before
+        finally:
+            procs.stop(loadgen)
+    latency = result.pop("latency")
+    return {
+        "broker": broker,
+        "channels": channels,
+        "workers": len(started),
+        **result,
+        "latency_p50": percentile(latency, 50),
+        "latency_p99": percentile(latency, 99),
+        "redis_connections": connections,
+        "workers_cpu_s": round(cpu, 2),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| broker | channels | workers | delivered | p50 | p99 | Redis conns | workers CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        p50, p99 = (
+            f"{row[k] * 1000:.0f} ms" if row[k] is not None else "-"
+            for k in ("latency_p50", "latency_p99")
+        )
+        lines.append(
+            f"| {row['broker']} | {row['channels']:,} | {row['workers']} "
+            f"| {row['deliveries']:,} / {row['expected']:,} | {p50} | {p99} "
+            f"| {row['redis_connections'] if row['redis_connections'] is not None else '-'} "
+            f"| {row['workers_cpu_s']} s |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sse-s4-") as tmp:
+        for broker in args.brokers.split(","):
+            src = bake.bake(broker, Path(tmp))
+            for channels in (int(n) for n in args.channels.split(",")):
+                print(f"S4 {broker} n={channels}", file=sys.stderr, flush=True)
+                rows.append(run_one(broker, src, channels, args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
