@@ -21,8 +21,8 @@ import pytest
 from {{ cookiecutter.project_slug }}.broker import Broker, create_broker, parse_id
 from {{ cookiecutter.project_slug }}.broker.fanout import Subscribers
 from {{ cookiecutter.project_slug }}.channels import follow
+from {{ cookiecutter.project_slug }}.delivery import ReceiveStream
 from {{ cookiecutter.project_slug }}.settings import Settings
-from {{ cookiecutter.project_slug }}.delivery import EventStream, ReceiveStream
 
 {% if cookiecutter.broker == "redis" -%}
 from redis_server import RedisServer
