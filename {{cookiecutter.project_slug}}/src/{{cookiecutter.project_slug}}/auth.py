@@ -38,7 +38,6 @@ QUERY = "token"
 #: The one algorithm accepted. Naming it (never reading it from the token) is what keeps
 #: `alg: none` and every algorithm confusion out.
 ALGORITHM = "HS256"
-MIN_SECRET_BYTES = 32
 #: The close reason of a stream whose token expired.
 EXPIRED = "expired"
 #: The last event of a stream whose token expired. No id: the client resumes after the
@@ -204,14 +203,6 @@ def until_expiry(source: Source, expires: float) -> Source:
             timer.cancel()
 
     return expiring
-
-
-def secret_problem(secret: str) -> str | None:
-    """Why `secret` cannot sign tokens, or None (shared by the settings and tokens.py)."""
-    size = len(secret.encode())
-    if size < MIN_SECRET_BYTES:
-        return f"must be at least {MIN_SECRET_BYTES} bytes (got {size}): `openssl rand -hex 32`"
-    return None
 
 
 def mint(secret: bytes, sub: str, *, ttl: float, now: float, channels: Sequence[str] = ()) -> str:

@@ -8,8 +8,8 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .auth import secret_problem
-
+#: HS256 needs a key at least as long as its hash: 32 bytes.
+MIN_SECRET_BYTES = 32
 #: Settings whose values never appear in an error message.
 SECRETS = frozenset({"publish_token", "auth_secret"})
 
@@ -129,3 +129,11 @@ def shown(error: ErrorDetails) -> str:
     if error["loc"] and error["loc"][0] in SECRETS:
         return "'**********'"
     return repr(error.get("input"))
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot sign tokens, or None (shared by the settings and tokens.py)."""
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        return f"must be at least {MIN_SECRET_BYTES} bytes (got {size}): `openssl rand -hex 32`"
+    return None

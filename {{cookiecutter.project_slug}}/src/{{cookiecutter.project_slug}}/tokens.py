@@ -16,7 +16,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .auth import mint, secret_problem
+from .auth import mint
+from .settings import secret_problem
 
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}\*?|[A-Za-z0-9_.-]{0,63}\*")
 
