@@ -11,9 +11,7 @@ warns about it at start-up.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +21,6 @@ import httpx
 import pytest
 from uvicorn_process import APP, RawClient, UvicornProcess, uvicorn_process
 
-PROJECT = Path(__file__).parent.parent
 UVICORN = (sys.executable, "-m", "uvicorn", APP, "--no-access-log", "--port", "{port}")
 UVICORN_ARGS = ("--host", "127.0.0.1", "--log-level", "info")
 #: name: (command, the delivery mode its streams must run in)
@@ -53,18 +50,6 @@ def _command(name: str) -> tuple[str, ...]:
     if name == "hypercorn":
         return (*command, "--bind", "127.0.0.1:{port}", APP)
     return command
-
-
-@pytest.fixture(scope="session")
-def oldest_uvicorn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """PYTHONPATH that puts the oldest uvicorn pyproject.toml allows before the installed one."""
-    pyproject = (PROJECT / "pyproject.toml").read_text()
-    oldest = re.search(r'"uvicorn\[standard\]>=([0-9.]+)"', pyproject)
-    assert oldest, "pyproject.toml names no lowest uvicorn version"
-    target = tmp_path_factory.mktemp("uvicorn-oldest")
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
-    subprocess.run([*pip, str(target), f"uvicorn=={oldest[1]}"], check=True, timeout=300)
-    return {"PYTHONPATH": str(target)}
 
 
 @pytest.fixture(params=list(SERVERS))
