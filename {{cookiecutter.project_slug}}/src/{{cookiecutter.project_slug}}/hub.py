@@ -166,13 +166,13 @@ class StreamHub:
 
 def log_delivery_mode(mode: DeliveryMode) -> None:
     """Say, once per mode, how this worker's streams wait: the fast path or the fallback."""
-    if mode == "transport":
-        log.info("event=delivery mode=transport")
+    if mode != "receive":
+        log.info("event=delivery mode=%s", mode)
     else:
         log.info(
             "event=delivery mode=receive note=%s",
             value(
                 "the server or a middleware hides the connection: every wake-up is a "
-                "cancellation, more CPU per event than mode=transport"
+                "cancellation, more CPU per event than mode=transport or mode=future"
             ),
         )
