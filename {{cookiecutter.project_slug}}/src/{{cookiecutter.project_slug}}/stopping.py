@@ -94,7 +94,8 @@ def stopping(server: Any, streams_open: int) -> bool:
     """Whether a uvicorn server stops: asked to, at its request limit, or not listening."""
     if server.should_exit:
         return True
-    # The limit with its jitter drawn (uvicorn >= 0.5x), else as configured.
+    # The limit with its jitter drawn (uvicorns with --limit-max-requests-jitter), else
+    # as configured.
     limit = getattr(server, "limit_max_requests", server.config.limit_max_requests)
     if limit is not None and server.server_state.total_requests + streams_open >= limit:
         return True
