@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -101,6 +105,18 @@ def broker_settings() -> dict[str, object]:
     """Settings a server in a child process needs for its broker: none in memory."""
     return {}
 {%- endif %}
+
+
+@pytest.fixture(scope="session")
+def oldest_uvicorn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """PYTHONPATH that puts the oldest uvicorn pyproject.toml allows before the installed one."""
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    oldest = re.search(r'"uvicorn\[standard\]>=([0-9.]+)"', pyproject)
+    assert oldest, "pyproject.toml names no lowest uvicorn version"
+    target = tmp_path_factory.mktemp("uvicorn-oldest")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
+    subprocess.run([*pip, str(target), f"uvicorn=={oldest[1]}"], check=True, timeout=300)
+    return {"PYTHONPATH": str(target)}
 
 
 @pytest.fixture

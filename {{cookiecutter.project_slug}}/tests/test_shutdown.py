@@ -166,14 +166,19 @@ def test_streams_that_open_while_the_server_stops_end_at_once(
     for client in answered:  # every stream that opened ended, none was cut
         assert client.status == 200 and client.ended_cleanly, bytes(client.raw[-60:])
         assert client.body().startswith(b"retry: ")
+    print(f"exit after SIGTERM: {exit_seconds:.2f} s, {len(answered)} streams answered")
 
 
-def test_limit_max_requests_ends_an_open_stream(broker_settings: dict[str, object]):
+@pytest.mark.parametrize("uvicorn", ["latest", "oldest"])
+def test_limit_max_requests_ends_an_open_stream(
+    broker_settings: dict[str, object], request: pytest.FixtureRequest, uvicorn: str
+):
     """`--limit-max-requests 1` with a stream open: no signal, and uvicorn counts a request
     only when its response completes, so only the app can end the stream that is the limit.
     """
     args = ("--limit-max-requests", "1")
-    with uvicorn_process(args=args, probe_with_request=False, **broker_settings) as server:
+    env = request.getfixturevalue("oldest_uvicorn") if uvicorn == "oldest" else {}
+    with uvicorn_process(args=args, probe_with_request=False, env=env, **broker_settings) as server:
         client = RawClient(server.port, path="/channels/limit/events")
         started = time.monotonic()
         asyncio.run(asyncio.wait_for(client.run(), 5))

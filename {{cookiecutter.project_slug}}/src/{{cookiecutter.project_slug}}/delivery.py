@@ -7,6 +7,9 @@ How it parks is the delivery mode, chosen per stream by `open_stream()`:
 - "transport" (uvicorn): the stream holds the connection's transport. It sleeps on a
   plain future that a push resolves, and learns that the client left from the
   transport, on every wake-up and from the hub's timer.
+- "future" (granian): the server's `receive()` is a plain method that returns a
+  future. The stream sleeps on its own future as above, and a callback on the pending
+  `receive()` future hears the disconnect: no task, no exception.
 - "receive" (any other ASGI server, or middleware that wraps `receive`): it sleeps in
   ASGI `receive()`, which reports the disconnect, and a push wakes it by cancelling
   that wait. A cancellation raises an exception in the woken task: in a broadcast to
@@ -17,13 +20,14 @@ How it parks is the delivery mode, chosen per stream by `open_stream()`:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 from collections import deque
 from typing import Literal
 
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
-DeliveryMode = Literal["transport", "receive"]
+DeliveryMode = Literal["transport", "future", "receive"]
 
 
 class EventStream:
@@ -121,26 +125,14 @@ class EventStream:
         raise NotImplementedError
 
 
-class TransportStream(EventStream):
-    """The fast path: sleeps on a future; the transport tells whether the client is there."""
+class _FutureWaiting(EventStream):
+    """Sleeps on a plain future that a push, a close or the deadline resolves."""
 
-    __slots__ = ("_transport", "_waiter")
-    mode: DeliveryMode = "transport"
+    __slots__ = ("_waiter",)
 
-    def __init__(self, transport: asyncio.Transport, max_pending: int) -> None:
+    def __init__(self, max_pending: int) -> None:
         super().__init__(max_pending)
-        self._transport = transport
         self._waiter: asyncio.Future[None] | None = None
-
-    def check_gone(self) -> None:
-        if self._transport.is_closing():
-            self.close("gone")
-
-    def abort(self, reason: str) -> None:
-        # uvicorn then sees the connection lost: the blocked `send()` returns and the
-        # response ends as for any client that went away, with no exception.
-        self.close(reason)
-        self._transport.abort()
 
     async def wait(self, deadline: float | None = None) -> None:
         if self.pending or self.closed:
@@ -163,6 +155,54 @@ class TransportStream(EventStream):
         if not waiter.done():
             waiter.set_result(None)
         return True
+
+
+class TransportStream(_FutureWaiting):
+    """The fast path: the transport tells whether the client is there, and can drop it."""
+
+    __slots__ = ("_transport",)
+    mode: DeliveryMode = "transport"
+
+    def __init__(self, transport: asyncio.Transport, max_pending: int) -> None:
+        super().__init__(max_pending)
+        self._transport = transport
+
+    def check_gone(self) -> None:
+        if self._transport.is_closing():
+            self.close("gone")
+
+    def abort(self, reason: str) -> None:
+        # uvicorn then sees the connection lost: the blocked `send()` returns and the
+        # response ends as for any client that went away, with no exception.
+        self.close(reason)
+        self._transport.abort()
+
+
+class ListeningStream(_FutureWaiting):
+    """granian's way: a callback on the pending `receive()` future hears the disconnect."""
+
+    __slots__ = ("_receive", "_task")
+    mode: DeliveryMode = "future"
+
+    def __init__(self, receive: Receive, received: asyncio.Future[Message], max_pending: int):
+        super().__init__(max_pending)
+        self._receive = receive
+        # As for ReceiveStream: aborting cancels the client's own request task.
+        self._task = asyncio.current_task()
+        received.add_done_callback(self._received)
+
+    def _received(self, received: asyncio.Future[Message]) -> None:
+        # A failed receive() means the connection is gone as surely as a disconnect.
+        failed = received.cancelled() or received.exception() is not None
+        if failed or received.result()["type"] == "http.disconnect":
+            self.close("gone")
+        elif not self.closed:  # a piece of the request body: listen on
+            asyncio.ensure_future(self._receive()).add_done_callback(self._received)
+
+    def abort(self, reason: str) -> None:
+        self.close(reason)
+        if self._task is not None:
+            self._task.cancel()
 
 
 class ReceiveStream(EventStream):
@@ -217,10 +257,14 @@ class ReceiveStream(EventStream):
 def open_stream(receive: Receive, max_pending: int, *, client_timeout: float) -> EventStream:
     """A stream in the fastest delivery mode this connection allows."""
     transport = transport_of(receive)
-    if transport is None:
-        return ReceiveStream(receive, max_pending)
-    drop_half_open_connections(transport, client_timeout)
-    return TransportStream(transport, max_pending)
+    if transport is not None:
+        drop_half_open_connections(transport, client_timeout)
+        return TransportStream(transport, max_pending)
+    if not inspect.iscoroutinefunction(receive):
+        # A native method (granian's) that returns a future: ensure_future() gives that
+        # future itself. (Anything else it is handed becomes a task: correct, not fast.)
+        return ListeningStream(receive, asyncio.ensure_future(receive()), max_pending)
+    return ReceiveStream(receive, max_pending)
 
 
 def transport_of(receive: Receive) -> asyncio.Transport | None:

@@ -16,6 +16,7 @@ import random
 from starlette.types import Receive
 
 from .delivery import DeliveryMode, EventStream, open_stream
+from .logs import value
 from .metrics import Metrics, events_in
 from .sse import encode_comment
 from .stopping import on_stop
@@ -165,10 +166,13 @@ class StreamHub:
 
 def log_delivery_mode(mode: DeliveryMode) -> None:
     """Say, once per mode, how this worker's streams wait: the fast path or the fallback."""
-    if mode == "transport":
-        log.info("event=delivery mode=transport (the server's transport: the fast path)")
+    if mode != "receive":
+        log.info("event=delivery mode=%s", mode)
     else:
         log.info(
-            "event=delivery mode=receive (ASGI receive(): the server or a middleware "
-            "hides the transport, so every wake-up is a cancellation: more CPU per event)"
+            "event=delivery mode=receive note=%s",
+            value(
+                "the server or a middleware hides the connection: every wake-up is a "
+                "cancellation, more CPU per event than mode=transport or mode=future"
+            ),
         )

@@ -6,9 +6,10 @@ Loki, Datadog or `grep event=drop`. Levels:
 
 - DEBUG: every stream's connect (or resume, with its Last-Event-ID) and its normal end.
   Thousands a second in a reconnect storm: off unless asked for (SSE_LOG_LEVEL=debug).
-- INFO: a worker ending its open streams because it is stopping, with how many.
+- INFO: a worker ending its open streams because it is stopping, with how many; the
+  delivery mode of its streams (`event=delivery`), once.
 - WARNING: a client dropped for being too slow, or for any reason other than leaving,
-  finishing or a shutdown.
+  finishing or a shutdown; a server the app cannot hear stop (`event=deaf_to_shutdown`).
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from .logs import value
+
 log = logging.getLogger(__name__)
 #: Seconds between two looks at the uvicorn server: uvicorn's own main loop ticks at 0.1 s.
 WATCH_EVERY = 0.1
@@ -45,9 +47,12 @@ def on_stop(
     chained = [_chain(sig, lambda: loop.call_soon_threadsafe(callback)) for sig in SIGNALS]
     if server is None and not any(chained):
         log.warning(
-            "event=deaf_to_shutdown: this server gives the app no way to hear that it stops "
-            "(no signal handler in this process), so open streams are cut when its graceful "
-            "timeout ends; under hypercorn, run it with --workers 0"
+            "event=deaf_to_shutdown note=%s",
+            value(
+                "this server gives the app no way to hear that it stops (no signal handler "
+                "in this process): open streams are cut when its graceful timeout ends; "
+                "run hypercorn with --workers 0"
+            ),
         )
     if server is None:
         return None
@@ -89,7 +94,8 @@ def stopping(server: Any, streams_open: int) -> bool:
     """Whether a uvicorn server stops: asked to, at its request limit, or not listening."""
     if server.should_exit:
         return True
-    # The limit with its jitter drawn (uvicorn >= 0.5x), else as configured.
+    # The limit with its jitter drawn (uvicorns with --limit-max-requests-jitter), else
+    # as configured.
     limit = getattr(server, "limit_max_requests", server.config.limit_max_requests)
     if limit is not None and server.server_state.total_requests + streams_open >= limit:
         return True
