@@ -108,10 +108,15 @@ class Subscribers:
             return
         first, newest = batch[0].key, batch[-1].key
         # The frames from message i on, joined once for every subscriber that needs them.
-        joined: dict[int, bytes] = {}
+        whole = batch[0].frame if len(batch) == 1 else b"".join(m.frame for m in batch)
+        joined: dict[int, bytes] = {0: whole}
         bodies: list[bytes] | None = None  # for streams of several channels, made once
         for subscription in self.live:
             last = subscription.last
+            if last < first and subscription.cursor is None:  # the common case: all of it
+                subscription.last = newest
+                subscription.stream.push(whole)
+                continue
             if last >= newest:
                 continue  # it has all of them already (from history, or delivered twice)
             start = 0 if last < first else bisect_right(batch, last, key=_KEY)
