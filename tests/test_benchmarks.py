@@ -140,3 +140,24 @@ def test_a_run_that_measured_nothing_is_reported_not_sorted() -> None:
     empty = run_row(0.3) | {"lateness_p99": None}
     assert median_run([run_row(0.3), empty, run_row(0.4)]) is empty
     assert not worth_repeating(empty)
+
+
+def test_s4_delivers_every_message_on_every_channel(tmp_path: Path) -> None:
+    """S4 at tiny size: each channel's one subscriber gets each message, on both brokers."""
+    out = tmp_path / "s4.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.s4", "--channels", str(CLIENTS)),
+            *("--messages", "2", "--publish-interval", "0.2", "--deadline", "20"),
+            *("--out", str(out)),
+        ],
+        cwd=TEMPLATE,
+        check=True,
+        timeout=240,
+    )
+    measured = json.loads(out.read_text())["rows"]
+    assert {r["broker"] for r in measured} == {"redis", "memory"}
+    for result in measured:
+        assert result["deliveries"] == result["expected"] == 2 * CLIENTS, result
+    redis = next(r for r in measured if r["broker"] == "redis")
+    assert redis["workers"] == 2 and redis["redis_connections"] <= 16

@@ -14,13 +14,16 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from itertools import pairwise
 from typing import TypeVar
 
 import pytest
 
-from {{ cookiecutter.project_slug }}.broker import Broker, create_broker, parse_id
+from {{ cookiecutter.project_slug }}.broker import BadEventId, Broker, create_broker, parse_id
+from {{ cookiecutter.project_slug }}.broker.cursor import format_part, parse_cursor
 from {{ cookiecutter.project_slug }}.broker.fanout import Subscribers
-from {{ cookiecutter.project_slug }}.channels import follow
+from {{ cookiecutter.project_slug }}.broker.messages import format_id
+from {{ cookiecutter.project_slug }}.channels import follow, follow_channels, parse_channels
 from {{ cookiecutter.project_slug }}.delivery import ReceiveStream
 from {{ cookiecutter.project_slug }}.settings import Settings
 
@@ -259,3 +262,97 @@ def test_a_replay_past_the_byte_budget_becomes_a_reset_then_live(settings):
     replayed = reader.ids[:reset_at]
     assert 0 < len(replayed) <= 17 and replayed == ids[1 : 1 + len(replayed)]
     assert reader.ids[reset_at:] == ids[-2:]
+
+
+class ChannelsReader(Reader):
+    """A subscriber of several channels on one stream: per channel, the ids it got."""
+
+    def __init__(self, broker: Broker, channels: list[str], after: list[str] | None):
+        self.stream = ReceiveStream(never, 100_000)
+        keys = None if after is None else [parse_id(each) for each in after]
+        self.chunks = follow_channels(self.stream, broker=broker, channels=channels, after=keys)
+        self.channels = channels
+        self.got: dict[str, list[str]] = {channel: [] for channel in channels}
+        self.cursors: list[str] = []
+        self.events = []
+        self.live = asyncio.Event()
+
+    def record(self, chunk: bytes) -> None:
+        for event in chunk.split(b"\n\n"):
+            cursor, kind = _ID.search(event), _EVENT.search(event)
+            if cursor is None or kind is None:
+                continue
+            self.cursors.append(cursor[1].decode())
+            name = kind[1].decode().partition(":")[0]
+            position = parse_cursor(self.cursors[-1], len(self.channels))
+            self.got[name].append(format_id(position[self.channels.index(name)]))
+        if b": live\n" in chunk:
+            self.live.set()
+
+
+def cursor_of(ids: list[str]) -> str:
+    return ",".join(format_part(parse_id(each)) for each in ids)
+
+
+def test_bad_multi_channel_resume_ids_are_refused():
+    good = cursor_of(["1-2", "3-4"])
+    assert parse_channels(["a", "b"], good) == [(1, 2), (3, 4)]
+    # Too few, too many, empty parts, not base 36, past 64 bits, a single-channel id.
+    for bad in ["1-2", "1-2,3-4,5-6", "1-2,", ",1-2", "1-2,3-G", "1-2,zzzzzzzzzzzzz-0", ""]:
+        with pytest.raises(BadEventId):
+            parse_channels(["a", "b"], bad)
+    for channels in [[], ["a", "a"], ["a/b"], [f"c{n}" for n in range(17)]]:
+        with pytest.raises(ValueError):
+            parse_channels(channels, None)
+
+
+@pytest.mark.usefixtures("lagging_delivery")
+def test_several_channels_on_one_stream_resume_exactly_from_one_id(settings):
+    """Each channel of the stream gets exactly what follows its own part of the cursor."""
+    channels = [new_channel() for _ in range(3)]
+
+    async def test(broker: Broker) -> tuple[dict[str, list[str]], list[ChannelsReader]]:
+        published: dict[str, list[str]] = {channel: [] for channel in channels}
+
+        async def publish(n: int) -> None:
+            channel = channels[n % 3]
+            published[channel].append(await broker.publish(channel, "tick", f"m{n}"))
+
+        for n in range(60):
+            await publish(n)
+        fresh = ChannelsReader(broker, channels, None)
+        readers = [fresh]
+        tasks = [asyncio.create_task(fresh.run())]
+        await asyncio.wait_for(fresh.live.wait(), 10)
+        rng = random.Random(12)
+        for n in range(60, 600):
+            await publish(n)
+            if n % 50 == 0:  # a resume from somewhere in each channel's history
+                after = [rng.choice(published[channel]) for channel in channels]
+                reader = ChannelsReader(broker, channels, after)
+                reader.after = after  # type: ignore[attr-defined]
+                readers.append(reader)
+                tasks.append(asyncio.create_task(reader.run()))
+        newest = {channel: ids[-1] for channel, ids in published.items()}
+        await until(
+            lambda: all(r.got[c][-1:] == [newest[c]] for r in readers for c in channels), 15
+        )
+        for reader in readers:
+            reader.stream.close("gone")
+        await asyncio.gather(*tasks)
+        return published, readers
+
+    published, readers = with_broker(settings(history_size=1000), test)
+    fresh, resumed = readers[0], readers[1:]
+    for index, channel in enumerate(channels):
+        # The fresh reader: every message published once it was live, each once, in order.
+        assert fresh.got[channel] == published[channel][20:], channel
+        for reader in resumed:
+            after = parse_id(reader.after[index])  # type: ignore[attr-defined]
+            expected = [each for each in published[channel] if parse_id(each) > after]
+            assert reader.got[channel] == expected
+    # A later cursor resumes where the reader stood: each event's cursor only moves on.
+    for reader in readers:
+        keys = [parse_cursor(each, 3) for each in reader.cursors]
+        steps = pairwise(keys)
+        assert all(all(a <= b for a, b in zip(x, y, strict=True)) for x, y in steps)

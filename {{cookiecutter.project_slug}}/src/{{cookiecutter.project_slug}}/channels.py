@@ -6,7 +6,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from functools import partial
 from typing import Annotated
@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .auth import ChannelReader, until_expiry
 from .broker import BadEventId, Broker, BrokerUnavailable, parse_id
+from .broker.cursor import MAX_CHANNELS as MAX_STREAM_CHANNELS
+from .broker.cursor import Cursor, parse_cursor
+from .broker.messages import Key, format_id
 from .hub import StreamHub
 from .routing import StreamingFastAPI, resume_point
 from .settings import Settings
@@ -97,6 +100,64 @@ async def follow(
                 yield stream.take()
     finally:
         broker.unsubscribe(subscription)
+
+
+async def follow_channels(
+    stream: EventStream, *, broker: Broker, channels: Sequence[str], after: Sequence[Key] | None
+) -> AsyncIterator[bytes]:
+    """Several channels on one stream, each as `follow` would send it, with one resume id.
+
+    `after` holds the position on each channel (a parsed cursor, see broker/cursor.py).
+    The channels catch up one after another; those caught up are live meanwhile. Every
+    write puts what is queued first: the cursor of each event then covers exactly what
+    was written before it, so a resume from any of them misses and repeats nothing.
+    """
+    cursor = Cursor(channels, after or [(0, 0)] * len(channels))
+    subscriptions = [
+        broker.subscribe(channel, stream, cursor, index) for index, channel in enumerate(channels)
+    ]
+    try:
+        try:
+            if after is None:
+                # Where each channel stands now, before any goes live: every cursor the
+                # stream sends names a real position on every channel.
+                after = [parse_id(await broker.ready(channel)) for channel in channels]
+                for index, key in enumerate(after):
+                    cursor.advance(index, key)
+            for index, subscription in enumerate(subscriptions):
+                since = format_id(after[index])
+                async with aclosing(broker.catch_up(subscription, since)) as chunks:
+                    async for chunk in chunks:
+                        yield stream.take() + chunk if stream.pending else chunk
+        except BrokerUnavailable:
+            return
+        if stream.closed:
+            return
+        yield stream.take() + LIVE
+        while not stream.closed:
+            await stream.wait()
+            if stream.pending:
+                yield stream.take()
+    finally:
+        for subscription in subscriptions:
+            broker.unsubscribe(subscription)
+
+
+def parse_channels(channels: Sequence[str], last_event_id: str | None) -> list[Key] | None:
+    """Check a multi-channel request: its channels, and its resume cursor if any.
+
+    Raises ValueError (BadEventId for the cursor) with a reason a 400 can carry.
+    """
+    if not 1 <= len(channels) <= MAX_STREAM_CHANNELS:
+        raise ValueError(f"name 1 to {MAX_STREAM_CHANNELS} channels, as ?channel=a&channel=b")
+    if len(set(channels)) != len(channels):
+        raise ValueError("each channel may be named only once")
+    for channel in channels:
+        if not _CHANNEL.match(channel):
+            raise ValueError("channel must be 1-64 letters, digits, '_', '.' or '-'")
+    if last_event_id is None:
+        return None
+    return parse_cursor(last_event_id.strip(), len(channels))
 
 
 async def unavailable(stream: EventStream) -> AsyncIterator[bytes]:

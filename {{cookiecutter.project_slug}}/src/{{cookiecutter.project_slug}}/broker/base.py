@@ -19,8 +19,9 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 from ..stream import EventStream
+from .cursor import Cursor
 from .fanout import Subscribers, Subscription
-from .messages import Message, Page, format_id, parse_id, reset_frame
+from .messages import Message, Page, format_id, parse_id
 
 #: A catch-up is written in slices of about this size, one write each.
 SLICE_BYTES = 256 * 1024
@@ -84,9 +85,14 @@ class Broker(ABC):
     def _unwatch(self, channel: str) -> None:  # noqa: B027 - a hook, like _watch
         """The channel's last local subscriber left."""
 
-    def subscribe(self, channel: str, stream: EventStream) -> Subscription:
-        """Register `stream`: live messages are held for it until `catch_up` ends."""
-        subscription = Subscription(channel, stream)
+    def subscribe(
+        self, channel: str, stream: EventStream, cursor: Cursor | None = None, index: int = 0
+    ) -> Subscription:
+        """Register `stream`: live messages are held for it until `catch_up` ends.
+
+        A stream of several channels subscribes to each, with its cursor (see cursor.py).
+        """
+        subscription = Subscription(channel, stream, cursor, index)
         subscribers = self.local.get(channel)
         if subscribers is None:
             subscribers = self.local[channel] = Subscribers()
@@ -125,7 +131,7 @@ class Broker(ABC):
             return
         held = subscription.take_held()
         if held:
-            yield b"".join(message.frame for message in held)
+            yield subscription.render(held)
 
     async def _replay(self, subscription: Subscription) -> AsyncIterator[bytes]:
         """History after `subscription.last`, in slices, until it is caught up."""
@@ -138,8 +144,8 @@ class Broker(ABC):
             page = await self.page(channel, format_id(subscription.last), count)
             if page.reset is not None:
                 subscription.last = parse_id(page.head)
-                yield reset_frame(page.reset, page.head)
-            for chunk, size, newest in _slices(page.messages):
+                yield subscription.reset(page.reset, page.head)
+            for chunk, size, newest in _slices(subscription, page.messages):
                 sent += size
                 if sent > self.replay_max_bytes:
                     if skipped:  # a second time: the client cannot keep up at all
@@ -152,7 +158,7 @@ class Broker(ABC):
                     )
                     head = await self.head(channel)
                     subscription.last = parse_id(head)
-                    yield reset_frame(reason, head)
+                    yield subscription.reset(reason, head)
                     break
                 subscription.last = newest.key
                 yield chunk
@@ -164,18 +170,18 @@ class Broker(ABC):
                 count = _next_count(page.messages)
 
 
-def _slices(messages: Sequence[Message]) -> Iterator[tuple[bytes, int, Message]]:
+def _slices(
+    subscription: Subscription, messages: Sequence[Message]
+) -> Iterator[tuple[bytes, int, Message]]:
     """The frames of `messages` in slices of about SLICE_BYTES: (bytes, size, newest).
 
-    Joined one slice at a time, as it is written: never a copy of the whole page.
+    Made one slice at a time, as it is written: never a copy of the whole page.
     """
     start, size = 0, 0
     for index, message in enumerate(messages):
         size += len(message.frame)
         if size >= SLICE_BYTES or index == len(messages) - 1:
-            part = messages[start : index + 1]
-            chunk = part[0].frame if len(part) == 1 else b"".join(m.frame for m in part)
-            yield chunk, size, message
+            yield subscription.render(messages[start : index + 1]), size, message
             start, size = index + 1, 0
 
 

@@ -12,8 +12,10 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from operator import attrgetter
 
+from ..sse import encode_event
 from ..stream import EventStream
-from .messages import Key, Message
+from .cursor import Cursor, body
+from .messages import Key, Message, parse_id, reset_frame
 
 _KEY = attrgetter("key")
 
@@ -21,11 +23,16 @@ _KEY = attrgetter("key")
 class Subscription:
     """One stream on one channel: catching up on history, then live."""
 
-    __slots__ = ("channel", "held", "last", "overflowed", "stream")
+    __slots__ = ("channel", "cursor", "held", "index", "last", "overflowed", "stream")
 
-    def __init__(self, channel: str, stream: EventStream) -> None:
+    def __init__(
+        self, channel: str, stream: EventStream, cursor: Cursor | None = None, index: int = 0
+    ) -> None:
         self.channel = channel
         self.stream = stream
+        #: On a stream of several channels: its cursor, and this channel's place in it.
+        self.cursor = cursor
+        self.index = index
         #: The newest id written to the stream (or queued for it) from this channel.
         self.last: Key = (0, 0)
         #: While catching up: live messages delivered meanwhile, in order, at most
@@ -39,6 +46,22 @@ class Subscription:
             self.overflowed = True
         else:
             self.held.extend(batch)
+
+    def render(self, messages: Sequence[Message]) -> bytes:
+        """The frames of `messages`, as this stream writes them."""
+        if self.cursor is not None:
+            bodies = [body(message, self.channel) for message in messages]
+            return self.cursor.render(self.index, messages, bodies)
+        if len(messages) == 1:
+            return messages[0].frame
+        return b"".join(message.frame for message in messages)
+
+    def reset(self, reason: str, head: str) -> bytes:
+        """The `reset` event that tells the client it resumes from `head` instead."""
+        if self.cursor is None:
+            return reset_frame(reason, head)
+        self.cursor.advance(self.index, parse_id(head))
+        return encode_event(f"{self.channel}: {reason}", id=self.cursor.id, event="reset")
 
     def take_held(self) -> list[Message]:
         """The held messages newer than `last`; afterwards `last` is the newest of them."""
@@ -85,12 +108,25 @@ class Subscribers:
             return
         first, newest = batch[0].key, batch[-1].key
         # The frames from message i on, joined once for every subscriber that needs them.
-        joined: dict[int, bytes] = {}
+        whole = batch[0].frame if len(batch) == 1 else b"".join(m.frame for m in batch)
+        joined: dict[int, bytes] = {0: whole}
+        bodies: list[bytes] | None = None  # for streams of several channels, made once
         for subscription in self.live:
             last = subscription.last
+            if last < first and subscription.cursor is None:  # the common case: all of it
+                subscription.last = newest
+                subscription.stream.push(whole)
+                continue
             if last >= newest:
                 continue  # it has all of them already (from history, or delivered twice)
             start = 0 if last < first else bisect_right(batch, last, key=_KEY)
+            subscription.last = newest
+            if subscription.cursor is not None:
+                if bodies is None:
+                    bodies = [body(message, subscription.channel) for message in batch]
+                cursor, index = subscription.cursor, subscription.index
+                subscription.stream.push(cursor.render(index, batch[start:], bodies[start:]))
+                continue
             frames = joined.get(start)
             if frames is None:
                 frames = joined[start] = (
@@ -98,7 +134,6 @@ class Subscribers:
                     if start == len(batch) - 1
                     else b"".join(message.frame for message in batch[start:])
                 )
-            subscription.last = newest
             subscription.stream.push(frames)
         for subscription in self.joining:
             subscription.hold(batch)

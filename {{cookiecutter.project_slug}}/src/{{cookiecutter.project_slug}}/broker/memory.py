@@ -117,6 +117,9 @@ class MemoryBroker(Broker):
         return f"{self.run}-{self.sequence}"
 
     async def head(self, channel: str) -> str:
+        return self._head(channel)
+
+    def _head(self, channel: str) -> str:
         history = self.channels.get(channel)
         newest = history.ring[-1].key[1] if history and history.ring else self.sequence
         return f"{self.run}-{newest}"
@@ -124,7 +127,7 @@ class MemoryBroker(Broker):
     async def page(self, channel: str, after: str, count: int) -> Page:
         # No await in here: each page is one consistent snapshot.
         history = self.channels.get(channel)
-        head = await self.head(channel)
+        head = self._head(channel)
         run, number = parse_id(after)
         if run != self.run:
             return Page((), True, f"unknown id {after}: the server has restarted since", head)

@@ -101,6 +101,12 @@ class RedisBroker(Broker):
         except (*LOST, RedisError) as exc:
             raise BrokerUnavailable(f"cannot reach Redis at {self.where}: {exc}") from None
         self.live.start()
+        # Streams are served only once live delivery is up (see `available`).
+        try:
+            await asyncio.wait_for(self.live.up.wait(), PING_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self.live.stop()
+            raise BrokerUnavailable(f"cannot subscribe in Redis at {self.where}") from None
 
     async def stop(self) -> None:
         if self._outage is not None:
@@ -111,10 +117,10 @@ class RedisBroker(Broker):
 
     @property
     def available(self) -> bool:
-        return self.live.connected
+        return self.live.up.is_set()
 
     async def check(self) -> str | None:
-        if not self.live.connected:
+        if not self.live.up.is_set():
             return self._problem or f"Redis at {self.where} is unreachable"
         try:
             await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT)
@@ -140,7 +146,7 @@ class RedisBroker(Broker):
 
     def _end_streams(self) -> None:
         self._outage = None
-        if not self.live.connected:
+        if not self.live.up.is_set():
             log.warning("Redis at %s still away; ending this worker's streams", self.where)
             for subscribers in self.local.values():
                 subscribers.close_all("broker")

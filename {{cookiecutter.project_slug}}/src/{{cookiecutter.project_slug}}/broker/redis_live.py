@@ -97,7 +97,8 @@ class LiveChannels:
         self.on_lost = on_lost
         self.on_back = on_back
         self.channels: dict[str, _Channel] = {}
-        self.connected = False
+        #: Set while the subscription connection is up and every channel caught up.
+        self.up = asyncio.Event()
         self._connection: AbstractConnection | None = None
         self._send_lock = asyncio.Lock()
         self._to_subscribe: list[str] = []
@@ -162,15 +163,15 @@ class LiveChannels:
             try:
                 await self._serve(connection)
             except LOST as exc:
-                self.connected = False
+                self.up.clear()
                 self.on_lost(exc)
             except RedisError as exc:  # a refused command (e.g. ACL): log it, start again
-                self.connected = False
+                self.up.clear()
                 log.error("the Redis subscription connection failed: %s", exc)
                 self.on_lost(exc)
                 await asyncio.sleep(1.0)
             finally:
-                self.connected = False
+                self.up.clear()
                 self._connection = None
                 self._buffer = None
                 for channel in self.channels.values():
@@ -205,7 +206,7 @@ class LiveChannels:
         buffered, self._buffer, self._resyncing = self._buffer, None, set()
         for reply in buffered:
             self._handle(reply)
-        self.connected = True
+        self.up.set()
         self.on_back()
         keeper = asyncio.create_task(self._keep(connection))
         try:
