@@ -51,6 +51,7 @@ const DEFAULTS = {
   renew: null, // async () => void: get a fresh token before resuming after token-expired
 };
 const LOCK_PREFIX = "sse-client:";
+const END_GRACE_MS = 500;
 
 // One Stream per URL in this tab, shared by every subscribe() of that URL.
 const streams = new Map();
@@ -145,7 +146,7 @@ class Stream {
     if (this.role === "leader") this.post({ kind: "event", event });
     for (const { handlers } of [...this.subscribers]) call(handlers, event);
     if (event.type === "end") {
-      this.shutdown();
+      this.shutdown({ ended: true });
     } else if (event.type === "token-expired" && this.source) {
       this.renew();
     }
@@ -244,7 +245,7 @@ class Stream {
     if (!this.closed && (this.role === "leader" || this.role === "solo")) this.connect();
   }
 
-  shutdown() {
+  shutdown({ ended = false } = {}) {
     if (this.closed) return;
     // The next tab in the lock's queue takes over; until it says so, the others wait.
     if (this.role === "leader") this.post({ kind: "bye" });
@@ -254,7 +255,10 @@ class Stream {
     this.forget();
     clearInterval(this.watchTimer);
     this.election?.abort();
-    this.releaseLock?.();
+    // After `end`, hold the lock a moment: the other tabs hear the end and leave the
+    // lock's queue, instead of one of them taking over a stream that is over.
+    if (ended && this.releaseLock) setTimeout(this.releaseLock, END_GRACE_MS);
+    else this.releaseLock?.();
     this.channel?.close();
   }
 
