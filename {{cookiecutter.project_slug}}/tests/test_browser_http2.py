@@ -83,7 +83,7 @@ def test_over_http1_tabs_past_six_connections_wait(
     tabs = [context.new_page() for _ in range(TABS)]
     for tab in tabs:
         tab.evaluate("url => { location.href = url; }", url + NOT_SHARED)
-    tabs[0].wait_for_timeout((COUNT * INTERVAL + 5) * 1000)  # long enough for every demo
+    tabs[0].wait_for_timeout((COUNT * INTERVAL + 2) * 1000)  # long enough for every demo
     screenshots(tabs, tmp_path)
     loaded_and_done = f"Boolean(document.getElementById('demo-state')) && {DEMO_DONE}"
     done = sum(tab.evaluate(loaded_and_done) for tab in tabs)

@@ -292,13 +292,15 @@ class Stream {
       .catch(() => {
         // Aborted (closed, or re-queued to steal), or stolen from this tab because it
         // stopped answering (it was frozen): another tab holds the stream now.
-        if (this.closed || this.election !== election) return;
+        if (this.election !== election) return;
         if (this.role === "leader") {
           this.releaseLock?.();
           this.disconnect();
-          this.follow();
+          // Also after the end: a hung tab may read its whole stream before it hears this.
+          if (this.closed) this.setRole("follower");
+          else this.follow();
         }
-        this.elect(false);
+        if (!this.closed) this.elect(false);
       });
   }
 
