@@ -29,8 +29,8 @@
 //
 // Events the module acts on, after handing them to the handlers:
 //   end            the stream is over: close, state "closed", no reconnect.
-//   token-expired  close, await options.renew(), open again where it stopped (without
-//                  `renew`, close for good).
+//   token-expired  close, await options.renew(), open again where it stopped (at the URL
+//                  renew() returns, if it returns one); without `renew`, close for good.
 
 /** The states `onState` reports. */
 export const STATES = Object.freeze({
@@ -48,7 +48,9 @@ const DEFAULTS = {
   takeoverMs: 3000, // how long a silent leader tab is given before another takes over
   withCredentials: false, // EventSource's own option, for a stream on another origin
   lastEventId: "", // where the first connection resumes
-  renew: null, // async () => void: get a fresh token before resuming after token-expired
+  // async () => void | string: get a fresh token before resuming after token-expired; a
+  // string returned is the URL to resume from (a token in the query string).
+  renew: null,
 };
 const LOCK_PREFIX = "sse-client:";
 const END_GRACE_MS = 500;
@@ -87,7 +89,8 @@ export function canShare() {
 
 class Stream {
   constructor(url, settings, shared, forget) {
-    this.url = url;
+    this.url = url; // who the stream is: the key, the lock's and the BroadcastChannel's name
+    this.target = url; // where it is read from: another URL after a renewal may return one
     this.settings = settings;
     this.forget = forget;
     this.subscribers = new Set();
@@ -193,7 +196,7 @@ class Stream {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
     this.source?.close();
-    let url = this.url;
+    let url = this.target;
     if (this.lastEventId) {
       url += `${url.includes("?") ? "&" : "?"}last_event_id=${encodeURIComponent(this.lastEventId)}`;
     }
@@ -238,7 +241,8 @@ class Stream {
     }
     this.setState(STATES.reconnecting);
     try {
-      await this.settings.renew();
+      const next = await this.settings.renew();
+      if (typeof next === "string") this.target = new URL(next, location.href).href;
     } catch (error) {
       reportError(error);
     }
@@ -371,11 +375,13 @@ class Stream {
 
   // The events after `lastEventId`: all of them for a tab that has none, none if this
   // tab does not have that id (the other tab is ahead; what it lacks comes by resuming).
+  // From the first event with that id: an `end` carries the id of the message before it,
+  // and the other tab drops what it already has.
   after(lastEventId) {
     const events = this.log.map(({ event }) => event);
     if (!lastEventId) return events;
-    const index = events.findLastIndex((event) => event.id === lastEventId);
-    return index < 0 ? [] : events.slice(index + 1).filter((event) => event.id !== lastEventId);
+    const index = events.findIndex((event) => event.id === lastEventId);
+    return index < 0 ? [] : events.slice(index + 1);
   }
 
   watch() {
