@@ -32,6 +32,7 @@ from conftest import RunningServer
 
 try:
     from playwright.sync_api import BrowserContext, BrowserType, Page, sync_playwright
+    from playwright.sync_api import Error as PlaywrightError  # noqa: F401 (for other tests)
 except ImportError:  # the skip (or failure) below says what to install
     sync_playwright = None
 

@@ -36,7 +36,7 @@ async ([url, options]) => {
   window.subscription = subscribe(url, { message: record, end: record, "token-expired": record,
     "price.update": record }, {
     ...options,
-    renew: options.renew ? async () => { window.renewals += 1; } : null,
+    renew: options.renew ? async () => { window.renewals += 1; return options.renew; } : null,
     onState: (state, role) => window.seen.push([state, role]),
   });
 }
@@ -95,7 +95,8 @@ def test_token_expired_renews_then_resumes_after_the_last_id(
     page = module_page(open_page, serve(message_count=3, retry_ms=100))
     opened: list[str] = []
     page.on("request", lambda request: opened.append(request.url))
-    page.evaluate(SUBSCRIBE, ["/events", {"renew": True}])
+    # renew() returns the URL to go on from: a fresh token in the query string.
+    page.evaluate(SUBSCRIBE, ["/events", {"renew": "/events?token=fresh"}])
     page.wait_for_function(CLOSED)
     screenshot(page, tmp_path)
 
@@ -108,7 +109,7 @@ def test_token_expired_renews_then_resumes_after_the_last_id(
     ]
     assert page.evaluate("window.renewals") == 1
     streams = [urlsplit(url) for url in opened if urlsplit(url).path == "/events"]
-    assert [stream.query for stream in streams] == ["", "last_event_id=2"]
+    assert [stream.query for stream in streams] == ["", "token=fresh&last_event_id=2"]
 
 
 def test_token_expired_without_renew_closes_for_good(

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -274,3 +275,15 @@ def test_published_message_arrives_at_once_through_nginx(serve, proxy, client: h
         elapsed = time.monotonic() - started
     assert data == "data: hello"
     assert elapsed < 1.0, f"the message took {elapsed:.2f} s through nginx"
+
+
+def test_stream_arrives_over_https_through_nginx(serve, proxy, certificate: Certificate):
+    """The config's TLS side (HTTP/2 for browsers; httpx speaks HTTP/1.1 over it)."""
+    url = proxy(serve(message_count=2, message_interval=0.1), scheme="https")
+    with (
+        httpx.Client(timeout=10, verify=ssl.create_default_context(cafile=certificate.cert)) as tls,
+        connect_sse(tls, "GET", url + "/events") as source,
+    ):
+        assert source.response.status_code == 200
+        data = [event.data for event in source.iter_sse() if event.data]
+    assert data == ["Message 1", "Message 2"]

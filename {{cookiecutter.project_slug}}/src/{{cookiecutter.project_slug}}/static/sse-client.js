@@ -29,8 +29,8 @@
 //
 // Events the module acts on, after handing them to the handlers:
 //   end            the stream is over: close, state "closed", no reconnect.
-//   token-expired  close, await options.renew(), open again where it stopped (without
-//                  `renew`, close for good).
+//   token-expired  close, await options.renew(), open again where it stopped (at the URL
+//                  renew() returns, if it returns one); without `renew`, close for good.
 
 /** The states `onState` reports. */
 export const STATES = Object.freeze({
@@ -48,9 +48,12 @@ const DEFAULTS = {
   takeoverMs: 3000, // how long a silent leader tab is given before another takes over
   withCredentials: false, // EventSource's own option, for a stream on another origin
   lastEventId: "", // where the first connection resumes
-  renew: null, // async () => void: get a fresh token before resuming after token-expired
+  // async () => void | string: get a fresh token before resuming after token-expired; a
+  // string returned is the URL to resume from (a token in the query string).
+  renew: null,
 };
 const LOCK_PREFIX = "sse-client:";
+const END_GRACE_MS = 500;
 
 // One Stream per URL in this tab, shared by every subscribe() of that URL.
 const streams = new Map();
@@ -86,7 +89,8 @@ export function canShare() {
 
 class Stream {
   constructor(url, settings, shared, forget) {
-    this.url = url;
+    this.url = url; // who the stream is: the key, the lock's and the BroadcastChannel's name
+    this.target = url; // where it is read from: another URL after a renewal may return one
     this.settings = settings;
     this.forget = forget;
     this.subscribers = new Set();
@@ -145,7 +149,7 @@ class Stream {
     if (this.role === "leader") this.post({ kind: "event", event });
     for (const { handlers } of [...this.subscribers]) call(handlers, event);
     if (event.type === "end") {
-      this.shutdown();
+      this.shutdown({ ended: true });
     } else if (event.type === "token-expired" && this.source) {
       this.renew();
     }
@@ -192,7 +196,7 @@ class Stream {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
     this.source?.close();
-    let url = this.url;
+    let url = this.target;
     if (this.lastEventId) {
       url += `${url.includes("?") ? "&" : "?"}last_event_id=${encodeURIComponent(this.lastEventId)}`;
     }
@@ -237,14 +241,15 @@ class Stream {
     }
     this.setState(STATES.reconnecting);
     try {
-      await this.settings.renew();
+      const next = await this.settings.renew();
+      if (typeof next === "string") this.target = new URL(next, location.href).href;
     } catch (error) {
       reportError(error);
     }
     if (!this.closed && (this.role === "leader" || this.role === "solo")) this.connect();
   }
 
-  shutdown() {
+  shutdown({ ended = false } = {}) {
     if (this.closed) return;
     // The next tab in the lock's queue takes over; until it says so, the others wait.
     if (this.role === "leader") this.post({ kind: "bye" });
@@ -254,7 +259,10 @@ class Stream {
     this.forget();
     clearInterval(this.watchTimer);
     this.election?.abort();
-    this.releaseLock?.();
+    // After `end`, hold the lock a moment: the other tabs hear the end and leave the
+    // lock's queue, instead of one of them taking over a stream that is over.
+    if (ended && this.releaseLock) setTimeout(this.releaseLock, END_GRACE_MS);
+    else this.releaseLock?.();
     this.channel?.close();
   }
 
@@ -288,13 +296,15 @@ class Stream {
       .catch(() => {
         // Aborted (closed, or re-queued to steal), or stolen from this tab because it
         // stopped answering (it was frozen): another tab holds the stream now.
-        if (this.closed || this.election !== election) return;
+        if (this.election !== election) return;
         if (this.role === "leader") {
           this.releaseLock?.();
           this.disconnect();
-          this.follow();
+          // Also after the end: a hung tab may read its whole stream before it hears this.
+          if (this.closed) this.setRole("follower");
+          else this.follow();
         }
-        this.elect(false);
+        if (!this.closed) this.elect(false);
       });
   }
 
@@ -365,11 +375,13 @@ class Stream {
 
   // The events after `lastEventId`: all of them for a tab that has none, none if this
   // tab does not have that id (the other tab is ahead; what it lacks comes by resuming).
+  // From the first event with that id: an `end` carries the id of the message before it,
+  // and the other tab drops what it already has.
   after(lastEventId) {
     const events = this.log.map(({ event }) => event);
     if (!lastEventId) return events;
-    const index = events.findLastIndex((event) => event.id === lastEventId);
-    return index < 0 ? [] : events.slice(index + 1).filter((event) => event.id !== lastEventId);
+    const index = events.findIndex((event) => event.id === lastEventId);
+    return index < 0 ? [] : events.slice(index + 1);
   }
 
   watch() {
