@@ -61,6 +61,9 @@ def test_no_template_syntax_left(baked: tuple[str, Path]):
         if path.is_file():
             text = path.read_text(encoding="utf-8")
             # The page template is Jinja2 at run time; only the baking syntax must be gone.
+            # A workflow's `${{ matrix.x }}` is GitHub's, written as a Jinja literal.
+            if ".github" in path.parts:
+                text = re.sub(r"\$\{\{[^}]*\}\}", "", text)
             if path.suffix != ".html":
                 assert "{{" not in text and "{%" not in text, path
             assert "cookiecutter" not in text, path

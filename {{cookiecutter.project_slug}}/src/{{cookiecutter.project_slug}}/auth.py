@@ -141,14 +141,9 @@ def token_of(request: Request) -> str | None:
     return request.cookies.get(COOKIE) or request.query_params.get(QUERY) or None
 
 
-async def read_channel(request: Request) -> Reader | None:
-    """Who reads the route's `{channel}`: None for a public channel, else 401 or 403.
-
-    Async, and reading the request itself: FastAPI runs a sync dependency in its
-    threadpool, and declared Header/Cookie/Query parameters would be parsed on every
-    connect, public channels included. The route declares and validates `channel`.
-    """
-    channel: str = request.path_params["channel"]
+def reader_of(request: Request, channel: str) -> Reader | None:
+    """Who reads `channel` with this request's token: None for a public channel, else
+    HTTPException 401 or 403."""
     if not is_protected(channel):
         return None
     secret: SecretStr | None = request.app.state.settings.auth_secret
@@ -159,6 +154,25 @@ async def read_channel(request: Request) -> Reader | None:
         raise HTTPException(401, str(exc), headers=_CHALLENGE) from None
     except Forbidden as exc:
         raise HTTPException(403, str(exc)) from None
+
+
+async def read_channel(request: Request) -> Reader | None:
+    """Who reads the route's `{channel}`: None for a public channel, else 401 or 403.
+
+    Async, and reading the request itself: FastAPI runs a sync dependency in its
+    threadpool, and declared Header/Cookie/Query parameters would be parsed on every
+    connect, public channels included (a dependency that takes only the `Request` costs
+    a stream route nothing more, see routing.py). The route declares and validates
+    `channel`.
+    """
+    return reader_of(request, request.path_params["channel"])
+
+
+async def read_channels(request: Request) -> list[Reader]:
+    """Who reads every `?channel=` of a multi-channel stream: one reader per protected
+    channel (all must be granted), none for public ones."""
+    readers = (reader_of(request, channel) for channel in request.query_params.getlist("channel"))
+    return [reader for reader in readers if reader is not None]
 
 
 async def signed_in(request: Request) -> Reader:
@@ -182,6 +196,8 @@ async def signed_in(request: Request) -> Reader:
 
 #: The reader of a channel stream, as a route's parameter: `reader: ChannelReader`.
 ChannelReader = Annotated[Reader | None, Depends(read_channel)]
+#: The readers of a multi-channel stream's protected channels.
+ChannelsReaders = Annotated[list[Reader], Depends(read_channels)]
 
 
 def until_expiry(source: Source, expires: float) -> Source:
