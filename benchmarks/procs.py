@@ -45,6 +45,21 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
         proc.wait(timeout)
 
 
+def only_child(pid: int, timeout: float = 10.0) -> int:
+    """The one child process of `pid` (a server's single worker), once it has started."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(child) for child in f.read().split()]
+        if len(children) == 1:
+            return children[0]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} has {len(children)} children, not one worker")
+        time.sleep(0.05)
+
+
 @contextmanager
 def running(
     argv: Sequence[str],

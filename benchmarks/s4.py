@@ -30,7 +30,7 @@ from .environment import describe
 from .loadgen import http
 from .loadgen.channels import channel_name
 from .procstat import cpu_seconds
-from .targets import REPO_ROOT, UVICORN_BACKLOG
+from .targets import REPO_ROOT, server_args
 
 HTTP_PUBLISHERS = 8  # keep-alive connections publishing to the memory worker
 PIPELINE = 200  # publishes per round trip to Redis
@@ -55,12 +55,7 @@ def workers(src: Path, count: int, env: dict[str, str]) -> Iterator[list[tuple[i
         for _ in range(count):
             port = procs.free_port()
             argv = procs.python_module(
-                "benchmarks.serve",
-                bake.app_module(src),
-                *("--app-dir", str(src), "--host", procs.HOST, "--port", str(port)),
-                *("--no-access-log", "--log-level", "warning", "--loop", "uvloop"),
-                *("--http", "httptools", "--backlog", str(UVICORN_BACKLOG)),
-                *("--timeout-graceful-shutdown", "2"),
+                "benchmarks.serve", *server_args("uvicorn", bake.app_module(src), str(src), port)
             )
             proc = stack.enter_context(procs.running(argv, env=env, port=port, cwd=REPO_ROOT))
             started.append((proc.pid, port))

@@ -1,20 +1,27 @@
-"""`python -m benchmarks.serve <uvicorn args>`: uvicorn with the descriptor limit raised.
+"""`python -m benchmarks.serve {uvicorn,granian} <server args>`: a server, descriptor limit raised.
 
 A launcher rather than `ulimit -n` in a shell, so the server's PID is the one the runner
-started (CPU and RSS are read from /proc/<pid>) and no shell sits in between.
+started (CPU and RSS are read from /proc/<pid>) and no shell sits in between. granian runs
+its worker in a child process; the runner measures that one (see targets.py).
 """
 
 import sys
-
-import uvicorn.main
 
 from .limits import raise_nofile
 
 
 def main() -> None:
     raise_nofile()
-    sys.argv = ["uvicorn", *sys.argv[1:]]
-    uvicorn.main.main()
+    server, args = sys.argv[1], sys.argv[2:]
+    sys.argv = [server, *args]
+    if server == "granian":
+        from granian.cli import entrypoint
+
+        entrypoint()
+    else:
+        import uvicorn.main
+
+        uvicorn.main.main()
 
 
 if __name__ == "__main__":

@@ -21,10 +21,13 @@ class Target:
     broker: str | None = None  # the baked app, baked with this broker
     #: Set with `broker`: a module that builds the baked app and adds to it.
     grown: str | None = None
+    #: The ASGI server: uvicorn (uvloop + httptools) or granian (one worker, uvloop).
+    server: str = "uvicorn"
 
 
 S1_S2 = frozenset({"s1", "s2"})
 S3 = frozenset({"s3"})
+S1_S3 = frozenset({"s1", "s3"})
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -33,7 +36,20 @@ TARGETS: dict[str, Target] = {
         Target("fastapi_sse", S1_S2, module="benchmarks.servers.fastapi_sse:app"),
         Target("sse_starlette", S1_S2, module="benchmarks.servers.starlette_sse:app"),
         Target("bare", S1_S2, module="benchmarks.servers.bare:app"),
+        # The same app under granian, whose HTTP side is Rust: the frontier for Python.
+        Target(
+            "bare_granian",
+            frozenset({"s1"}),
+            module="benchmarks.servers.bare:app",
+            server="granian",
+        ),
         Target("bare_broadcast", S3, module="benchmarks.servers.broadcast:app"),
+        Target(
+            "bare_broadcast_granian",
+            S3,
+            module="benchmarks.servers.broadcast:app",
+            server="granian",
+        ),
         Target("baked", frozenset({"s1", "s2", "s3"}), broker="memory"),
         # With a user's CORSMiddleware and the channels' authorization switched on.
         Target(
@@ -41,6 +57,7 @@ TARGETS: dict[str, Target] = {
         ),
         # `/events` does not touch the broker, so Redis only changes S3.
         Target("baked_redis", S3, broker="redis"),
+        Target("baked_granian", S1_S3, broker="memory", server="granian"),
     ]
 }
 # Each scenario's limit, the denominator of every ratio in the report.
@@ -83,7 +100,7 @@ class Bakery:
 
 @contextmanager
 def launch(target: Target, env: Mapping[str, str], bakery: Bakery) -> Iterator[Server]:
-    """Start `target` under uvicorn (one worker, uvloop + httptools); stop it on exit."""
+    """Start `target` under its server (one worker, see server_args); stop it on exit."""
     port = procs.free_port()
     server_env = dict(env)
     if target.broker is not None:
@@ -104,26 +121,60 @@ def launch(target: Target, env: Mapping[str, str], bakery: Bakery) -> Iterator[S
             except redis_server.RedisUnavailable as exc:
                 raise Unavailable(str(exc)) from exc
         argv = procs.python_module(
-            "benchmarks.serve",
+            "benchmarks.serve", *server_args(target.server, app, app_dir, port)
+        )
+        proc = stack.enter_context(procs.running(argv, env=server_env, port=port, cwd=REPO_ROOT))
+        # granian serves from a worker process of its own: its CPU and memory are the ones.
+        pid = procs.only_child(proc.pid) if target.server == "granian" else proc.pid
+        yield Server(target.name, pid, port)
+
+
+def server_args(server: str, app: str, app_dir: str, port: int) -> list[str]:
+    """One worker on `port`, no access log, the fastest loop and HTTP/1.1 parser."""
+    if server == "granian":
+        return [
+            "granian",
             app,
-            "--app-dir",
+            "--interface",
+            "asgi",
+            "--working-dir",
             app_dir,
             "--host",
             procs.HOST,
             "--port",
             str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
+            "--workers",
+            "1",
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            "1",
+            "--no-ws",
+            "--no-access-log",
+            "--log-level",
+            "warning",
             "--backlog",
             str(UVICORN_BACKLOG),
-            # Streams that outlive the scenario must not hold the server up for ever.
-            "--timeout-graceful-shutdown",
-            "2",
-        )
-        proc = stack.enter_context(procs.running(argv, env=server_env, port=port, cwd=REPO_ROOT))
-        yield Server(target.name, proc.pid, port)
+        ]
+    return [
+        "uvicorn",
+        app,
+        "--app-dir",
+        app_dir,
+        "--host",
+        procs.HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--backlog",
+        str(UVICORN_BACKLOG),
+        # Streams that outlive the scenario must not hold the server up for ever.
+        "--timeout-graceful-shutdown",
+        "2",
+    ]

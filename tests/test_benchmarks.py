@@ -65,6 +65,18 @@ def test_every_server_gets_a_row_for_every_scenario_it_serves(tiny_run: Path) ->
     assert {("s2", "bare"), ("s3", "bare_broadcast"), ("s3", "baked")} <= measured
 
 
+def test_granian_rows_measure_its_worker(tiny_run: Path) -> None:
+    """granian serves from a child process, which the runner finds and measures."""
+    for scenario, server in [
+        ("s1", "bare_granian"),
+        ("s1", "baked_granian"),
+        ("s3", "baked_granian"),
+    ]:
+        assert row(tiny_run, scenario, server)["status"] == "ok"
+    for server in ("bare_granian", "baked_granian"):
+        assert row(tiny_run, "s1", server)["completed"] == CLIENTS
+
+
 def test_no_server_errors(tiny_run: Path) -> None:
     # "not available" (e.g. no redis-server here) is allowed; a crash is not.
     assert [r for r in rows(tiny_run) if r["status"] == "error"] == []
