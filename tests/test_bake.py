@@ -137,7 +137,8 @@ def test_baked_suite_passes(baked: tuple[str, Path]):
         text=True,
         timeout=600,
     )
-    tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
+    # pytest's summary ends stdout; stderr holds pip's warnings.
+    tail = "\n".join((result.stderr + result.stdout).splitlines()[-60:])
     assert result.returncode == 0, tail
     assert re.search(r"\d+ passed", result.stdout), tail
     print(tail)
