@@ -74,8 +74,16 @@ def subscribe(
 ) -> Iterator[Subscription]:
     """Open the channel's stream and return once it is live (the `: live` comment)."""
     headers = {"Last-Event-ID": last_id} if last_id is not None else {}
-    path = f"{url}/channels/{channel}/events{query}"
-    with client.stream("GET", path, headers=headers) as response:
+    with live_stream(client, f"{url}/channels/{channel}/events{query}", headers) as subscription:
+        yield subscription
+
+
+@contextmanager
+def live_stream(
+    client: httpx.Client, address: str, headers: dict[str, str]
+) -> Iterator[Subscription]:
+    """Open any channel stream (one channel or several) and return once it is live."""
+    with client.stream("GET", address, headers=headers) as response:
         assert response.status_code == 200, response.read()
         lines = response.iter_lines()
         replayed: list[str] = []

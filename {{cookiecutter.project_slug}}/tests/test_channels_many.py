@@ -17,7 +17,7 @@ import pytest
 from {{ cookiecutter.project_slug }}.auth import mint
 
 from conftest import RunningServer
-from sse_client import Subscription, new_channel, publish
+from sse_client import Subscription, live_stream, new_channel, publish
 
 SECRET = "many-channels-test-secret-" + "m" * 32
 
@@ -35,19 +35,7 @@ def subscribe_many(
     if last_id is not None:
         headers["Last-Event-ID"] = last_id
     query = urlencode([("channel", channel) for channel in channels])
-    with client.stream("GET", f"{url}/channels/events?{query}", headers=headers) as response:
-        assert response.status_code == 200, response.read()
-        lines = response.iter_lines()
-        replayed: list[str] = []
-        for line in lines:
-            if line == ": live":
-                break
-            replayed.append(line)
-        else:
-            raise AssertionError("the stream ended before it went live")
-        subscription = Subscription(iter(replayed))
-        subscription.rest()
-        subscription.lines = lines
+    with live_stream(client, f"{url}/channels/events?{query}", headers) as subscription:
         yield subscription
 
 
