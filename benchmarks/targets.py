@@ -155,6 +155,10 @@ def server_args(server: str, app: str, app_dir: str, port: int) -> list[str]:
             "warning",
             "--backlog",
             str(UVICORN_BACKLOG),
+            # granian's default caps a worker at backlog // workers requests in flight
+            # (4,096 here): each open stream is one, so the 4,097th waits.
+            "--backpressure",
+            "1000000",
         ]
     return [
         "uvicorn",
