@@ -18,9 +18,8 @@ from typing import Any
 
 from ..limits import raise_nofile
 from ..stats import percentile
+from .fanout import Subscriber, follow_stamped
 from .progress import Progress, report, wait_until
-from .sse import Event
-from .stream import StreamResult, stream_events
 
 STAMP = re.compile(rb"s4:(\d+):(\d+\.\d+)")
 SPARE_FDS = 64
@@ -30,42 +29,14 @@ def channel_name(index: int) -> str:
     return f"s4-{index}"
 
 
-class Subscriber:
-    __slots__ = ("latencies", "result", "seen")
-
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.seen: set[int] = set()
-        self.result = StreamResult()
-
-
 async def subscribe(
     port: int, index: int, messages: int, sub: Subscriber, progress: Progress, done: asyncio.Event
 ) -> None:
     def on_open() -> None:
         progress.ready += 1
 
-    def on_event(now: float, event: Event) -> bool:
-        match = STAMP.search(event.data)
-        if match is None:
-            return False
-        seq = int(match.group(1))
-        if seq not in sub.seen:
-            sub.seen.add(seq)
-            sub.latencies.append(now - float(match.group(2)))
-            progress.events += 1
-        if len(sub.seen) == messages:
-            progress.done += 1
-            return True
-        return False
-
     path = f"/channels/{channel_name(index)}/events"
-    task = asyncio.ensure_future(stream_events(port, path, sub.result, on_open, on_event))
-    await asyncio.wait([task, asyncio.ensure_future(done.wait())], return_when="FIRST_COMPLETED")
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    if sub.result.error:
-        progress.failed += 1
+    await follow_stamped(port, path, STAMP, messages, sub, progress, done, on_open)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,24 @@ async def subscribe(
         progress.connected += 1
         progress.ready += 1
 
+    path = f"/channels/{CHANNEL}/events"
+    await follow_stamped(config.port, path, STAMP, config.messages, sub, progress, done, on_open)
+
+
+async def follow_stamped(
+    port: int,
+    path: str,
+    stamp: re.Pattern[bytes],
+    messages: int,
+    sub: Subscriber,
+    progress: Progress,
+    done: asyncio.Event,
+    on_open: Callable[[], None],
+) -> None:
+    """Read `path` until `messages` stamped messages arrived (or `done`), timing each."""
+
     def on_event(now: float, event: Event) -> bool:
-        match = STAMP.search(event.data)
+        match = stamp.search(event.data)
         if match is None:
             return False
         seq = int(match.group(1))
@@ -61,13 +78,12 @@ async def subscribe(
             sub.seen.add(seq)
             sub.latencies.append(now - float(match.group(2)))
             progress.events += 1
-        if len(sub.seen) == config.messages:
+        if len(sub.seen) == messages:
             progress.done += 1
             return True
         return False
 
-    path = f"/channels/{CHANNEL}/events"
-    task = asyncio.ensure_future(stream_events(config.port, path, sub.result, on_open, on_event))
+    task = asyncio.ensure_future(stream_events(port, path, sub.result, on_open, on_event))
     await asyncio.wait([task, asyncio.ensure_future(done.wait())], return_when="FIRST_COMPLETED")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
