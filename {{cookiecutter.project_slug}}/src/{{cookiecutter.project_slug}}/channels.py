@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -19,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .auth import ChannelReader, ChannelsReaders, until_expiry
 from .broker import BadEventId, Broker, BrokerUnavailable, parse_id
 from .broker.cursor import MAX_CHANNELS as MAX_STREAM_CHANNELS
-from .broker.cursor import Cursor, parse_cursor
+from .broker.cursor import Cursor, format_part, parse_cursor
 from .broker.messages import Key, format_id
+from .demo import DEMO, Counter
 from .hub import StreamHub
 from .routing import StreamingFastAPI, resume_point
 from .settings import Settings
@@ -51,6 +53,15 @@ ChannelNames = Annotated[
         alias="channel",
         description=f"The channels, 1 to {MAX_STREAM_CHANNELS}, each named once: "
         "`?channel=a&channel=b`. Letters, digits, `_`, `.`, `-`; 1-64 each.",
+    ),
+]
+
+DemoFlag = Annotated[
+    bool,
+    Query(
+        description="Also carry the demo counter (what `GET /events` sends): events typed "
+        "`demo` (`Message 1`.. every SSE_MESSAGE_INTERVAL s), then one `demo:end`; its "
+        "position is the cursor's last part."
     ),
 ]
 
@@ -114,7 +125,12 @@ async def follow(
 
 
 async def follow_channels(
-    stream: EventStream, *, broker: Broker, channels: Sequence[str], after: Sequence[Key] | None
+    stream: EventStream,
+    *,
+    broker: Broker,
+    channels: Sequence[str],
+    after: Sequence[Key] | None,
+    demo: Counter | None = None,
 ) -> AsyncIterator[bytes]:
     """Several channels on one stream, each as `follow` would send it, with one resume id.
 
@@ -122,8 +138,12 @@ async def follow_channels(
     The channels catch up one after another; those caught up are live meanwhile. Every
     write puts what is queued first: the cursor of each event then covers exactly what
     was written before it, so a resume from any of them misses and repeats nothing.
+    With `demo`, the demo counter rides along once every channel is live, its position
+    the cursor's last part.
     """
     cursor = Cursor(channels, after or [(0, 0)] * len(channels))
+    if demo is not None:
+        cursor.parts.append(format_part((0, demo.number)))
     subscriptions = [
         broker.subscribe(channel, stream, cursor, index) for index, channel in enumerate(channels)
     ]
@@ -145,18 +165,26 @@ async def follow_channels(
         if stream.closed:
             return
         yield stream.take() + LIVE
+        clock = asyncio.get_running_loop().time
         while not stream.closed:
-            await stream.wait()
-            if stream.pending:
-                yield stream.take()
+            deadline = demo.deadline(clock()) if demo is not None else None
+            await stream.wait(deadline)
+            chunk = stream.take() if stream.pending else b""
+            if demo is not None and not stream.closed:
+                chunk += demo.take_due(clock(), cursor, len(channels))
+            if chunk:
+                yield chunk
     finally:
         for subscription in subscriptions:
             broker.unsubscribe(subscription)
 
 
-def parse_channels(channels: Sequence[str], last_event_id: str | None) -> list[Key] | None:
+def parse_channels(
+    channels: Sequence[str], last_event_id: str | None, *, demo: bool = False
+) -> list[Key] | None:
     """Check a multi-channel request: its channels, and its resume cursor if any.
 
+    With `demo`, the cursor has one more part, the demo counter's (the last).
     Raises ValueError (BadEventId for the cursor) with a reason a 400 can carry.
     """
     if not 1 <= len(channels) <= MAX_STREAM_CHANNELS:
@@ -166,9 +194,11 @@ def parse_channels(channels: Sequence[str], last_event_id: str | None) -> list[K
     for channel in channels:
         if not _CHANNEL.match(channel):
             raise ValueError("channel must be 1-64 letters, digits, '_', '.' or '-'")
+    if demo and DEMO in channels:
+        raise ValueError(f"with demo=true no channel may be named {DEMO}: its events are typed so")
     if last_event_id is None:
         return None
-    return parse_cursor(last_event_id.strip(), len(channels))
+    return parse_cursor(last_event_id.strip(), len(channels) + demo)
 
 
 async def unavailable(stream: EventStream) -> AsyncIterator[bytes]:
@@ -258,19 +288,30 @@ def add_channel_routes(
         channels: ChannelNames,
         readers: ChannelsReaders,
         last_event_id: CursorId = None,
+        demo: DemoFlag = False,
     ) -> Response:
         """Several channels on one stream: what a page needs, on one connection.
 
         The guarantees of a single channel hold for each: every message once, in order,
         and a resume from the last id (a cursor) misses and repeats nothing on any of them.
+        With `demo=true` the demo counter rides along (the page's stream), resumed the same way.
         """
         try:
-            after = parse_channels(channels, last_event_id)
+            after = parse_channels(channels, last_event_id, demo=demo)
         except ValueError as exc:
             return problem(400, str(exc))
+        counter = None
+        if demo:
+            counter = Counter(
+                after=after.pop()[1] if after else 0,
+                count=settings.message_count,
+                interval=settings.message_interval,
+            )
         if not broker.available:
             return EventStreamResponse(hub, unavailable, retry_ms=settings.retry_ms)
-        source: Source = partial(follow_channels, broker=broker, channels=channels, after=after)
+        source: Source = partial(
+            follow_channels, broker=broker, channels=channels, after=after, demo=counter
+        )
         if readers:
             source = until_expiry(source, min(reader.expires for reader in readers))
         return EventStreamResponse(hub, source, retry_ms=settings.retry_ms)
