@@ -1,9 +1,7 @@
 """The page in a real browser: Chromium, driven by Playwright, against a real server.
 
-Chromium is looked up in $SSE_TEST_CHROMIUM, then the usual system paths, then
-Playwright's own download (`playwright install chromium`). Without one these tests skip,
-unless SSE_REQUIRE_BROWSER=1 (as in CI), which turns a missing browser into a failure.
-Each test saves a screenshot of the page's final state and prints its path
+Chromium and the fixtures come from browser.py (without a browser these tests skip, or
+fail in CI). Each test saves a screenshot of the page's final state and prints its path
 (`pytest -s tests/test_browser.py` shows them).
 """
 
@@ -11,143 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import re
-import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import urlsplit
 
+import browser
 import pytest
+from browser import Page, demo_messages, screenshot, wait_until_done
 
-from {{ cookiecutter.project_slug }} import main
-from {{ cookiecutter.project_slug }}.demo import END
+from {{ cookiecutter.project_slug }} import demo
 from {{ cookiecutter.project_slug }}.sse import encode_event
 
 from conftest import RunningServer
 
-try:
-    from playwright.sync_api import BrowserContext, BrowserType, Page, sync_playwright
-    from playwright.sync_api import Error as PlaywrightError  # noqa: F401 (for other tests)
-except ImportError:  # the skip (or failure) below says what to install
-    sync_playwright = None
-
-SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-INSTALL_HINT = (
-    "no Chromium for the browser tests: install it (apt install chromium, or "
-    "`playwright install chromium`) or set SSE_TEST_CHROMIUM to its path"
-)
-# Headless, and quiet: no sandbox (containers, root in CI), and none of the background
-# traffic (updates, sync, field trials) a browser starts on its own.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-gpu",
-]
-# Runs in the page before its own script: records when each message appears and every
-# state the badge shows, so the tests see what the user saw, not only the end result.
-RECORDER = """
-window.arrivals = [];
-window.states = [];
-new MutationObserver((records) => {
-  for (const record of records) {
-    if (record.type === "attributes" && record.target.id === "demo-state") {
-      window.states.push(record.target.dataset.state);
-    }
-    for (const node of record.addedNodes) {
-      if (node.nodeName === "LI" && node.parentNode && node.parentNode.id === "messages") {
-        window.arrivals.push(performance.now() / 1000);
-      }
-    }
-  }
-}).observe(document, {
-  childList: true, subtree: true, attributes: true, attributeFilter: ["data-state"],
-});
-"""
-
-
-def unavailable(reason: str) -> NoReturn:
-    if os.environ.get("SSE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"SSE_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)  # one line for the module, not one per test
-
-
-def find_chromium() -> str | None:
-    """The browser's path, or None for Playwright's own; skips the module without one."""
-    if sync_playwright is None:
-        unavailable("Playwright is missing: pip install -e '.[test]'")
-    configured = os.environ.get("SSE_TEST_CHROMIUM")
-    if configured:
-        if not (shutil.which(configured) or Path(configured).is_file()):
-            unavailable(f"SSE_TEST_CHROMIUM={configured!r} is not an executable")
-        return configured
-    system = next((path for path in SYSTEM_CHROMIUMS if os.access(path, os.X_OK)), None)
-    if system is not None:
-        return system
-    with sync_playwright() as playwright:
-        if Path(playwright.chromium.executable_path).exists():
-            return None
-    unavailable(INSTALL_HINT)
-
-
-CHROMIUM = find_chromium()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[BrowserType]:
-    with sync_playwright() as playwright:
-        yield playwright.chromium
-
-
-@pytest.fixture
-def open_page(chromium: BrowserType, tmp_path: Path) -> Iterator[Callable[[str], Page]]:
-    """`open_page(url)`: a fresh browser profile with the recorder, showing `url`."""
-    contexts: list[BrowserContext] = []
-
-    def opener(url: str) -> Page:
-        context = chromium.launch_persistent_context(
-            tmp_path / f"profile-{len(contexts)}",
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 800, "height": 600},
-        )
-        contexts.append(context)
-        context.set_default_timeout(15_000)
-        page = context.pages[0] if context.pages else context.new_page()
-        page.add_init_script(RECORDER)
-        page.goto(url)
-        return page
-
-    yield opener
-    for context in contexts:
-        context.close()
-
-
-def screenshot(page: Page, tmp_path: Path) -> Path:
-    path = tmp_path / "final-page.png"
-    page.screenshot(path=path, full_page=True)
-    print(f"screenshot of the final page: {path}")
-    return path
-
-
-def wait_until_done(page: Page, timeout_s: float) -> None:
-    page.wait_for_function(
-        "document.getElementById('demo-state').dataset.state === 'done'",
-        timeout=timeout_s * 1000,
-    )
-
-
-def shown_messages(page: Page) -> list[str]:
-    return page.locator("#messages li").all_text_contents()
+# The browser fixtures (the module skips, or fails in CI, without a browser).
+chromium = browser.chromium
+browser_profile = browser.browser_profile
+open_page = browser.open_page
+#: The page's one stream: the demo counter and the channel it shows.
+PAGE_STREAM = "/channels/events?channel=lobby&demo=true"
+shown_messages = demo_messages
 
 
 def test_page_shows_every_message_in_order_then_done(
@@ -173,17 +58,19 @@ def test_nothing_arrives_after_the_end(
 ):
     count, retry_ms = 3, 300
     running = serve(message_count=count, message_interval=0.1, retry_ms=retry_ms)
-    page = open_page(running.url + "/")
-    wait_until_done(page, timeout_s=10)
     stream_requests: list[str] = []
+    page = open_page(running.url + "/")
     page.on("request", lambda request: stream_requests.append(request.url))
+    wait_until_done(page, timeout_s=10)
 
-    # Long enough for two reconnections, had the page (wrongly) let EventSource go on.
+    # Long enough for two reconnections, had anything (wrongly) started the demo again.
     page.wait_for_timeout(2 * retry_ms + 1000)
     screenshot(page, tmp_path)
     assert shown_messages(page) == [f"Message {number}" for number in range(1, count + 1)]
     assert page.locator("#demo-state").get_attribute("data-state") == "done"
-    assert not [url for url in stream_requests if urlsplit(url).path == "/events"]
+    # The page's one stream stays open for the channel; it never opens the standalone demo.
+    paths = [urlsplit(url).path for url in stream_requests]
+    assert "/events" not in paths and paths.count("/channels/events") <= 1, paths
 
 
 class Relay:
@@ -318,8 +205,10 @@ def test_a_dropped_connection_resumes_without_gap_or_duplicate(
     assert ids == [str(number) for number in range(1, count + 1)]
     states = page.evaluate("window.states")
     assert "reconnecting" in states and states[-1] == "done", states
-    # The browser resumed from where it was cut, not from the start.
-    assert relay.resumed_from("/events") == ["", "2"]
+    # The browser resumed from where it was cut, not from the start: the demo's part of
+    # the stream's cursor (the last) says message 2.
+    first, resumed = relay.resumed_from(PAGE_STREAM)
+    assert first == "" and resumed.endswith(",0-2"), resumed
 
 
 BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -345,7 +234,9 @@ def test_a_refused_reconnect_shows_failed_then_retries_without_duplicates(
         # Last-Event-ID: it asks to resume after message 2 in the query instead.
         wait_until_done(page, timeout_s=4 + count * 0.4 + 10)
         screenshot(page, tmp_path)
-        assert b"GET /events?last_event_id=2 " in relay.requests
+        resume = re.compile(rb"GET /channels/events\?channel=lobby&demo=true&last_event_id=\S+")
+        retry = resume.search(relay.requests)
+        assert retry and retry[0].endswith(b"%2C0-2"), "the retry did not resume after message 2"
 
     assert shown_messages(page) == [f"Message {number}" for number in range(1, count + 1)]
     states = page.evaluate("window.states")
@@ -366,13 +257,10 @@ def test_message_markup_is_shown_as_text_and_never_runs(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    async def hostile_messages(stream: object, **_: object):
-        for number, text in enumerate(HOSTILE, start=1):
-            yield encode_event(text, id=str(number))
-        yield END
-
-    # The demo's text is fixed; swap in a source whose messages are markup.
-    monkeypatch.setattr(main, "count_messages", hostile_messages)
+    # The demo's text is fixed; swap in messages that are markup.
+    monkeypatch.setattr(
+        demo, "demo_body", lambda number: encode_event(HOSTILE[number - 1], event=demo.DEMO)
+    )
     running = serve(message_count=len(HOSTILE))
     page = open_page(running.url + "/")
     dialogs: list[str] = []
@@ -397,7 +285,7 @@ def test_published_markup_is_shown_as_text_and_never_runs(
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.fill("#channel-name", f"xss-{uuid.uuid4().hex[:12]}")  # fresh: Redis outlives a test
     page.click("#channel-form button")
-    page.wait_for_function("document.getElementById('channel-state').dataset.state === 'open'")
+    page.wait_for_function(browser.CHANNEL_OPEN)
     page.wait_for_timeout(300)  # the subscription goes live just after the stream opens
     for number, text in enumerate(HOSTILE, start=1):
         page.fill("#publish-data", text)

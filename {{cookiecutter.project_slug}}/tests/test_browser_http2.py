@@ -2,7 +2,7 @@
 
 Over HTTP/1.1 a browser holds at most six connections per origin, and each open stream
 takes one. deploy/nginx.conf serves HTTP/2 over TLS, where every stream of the browser
-shares one connection: 12 tabs with two streams each all stream. nginx runs with a
+shares one connection: 12 tabs with a stream each all stream. nginx runs with a
 throwaway self-signed certificate (test_nginx.py); only this browser accepts it.
 """
 
@@ -13,15 +13,16 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import browser
 import pytest
-import test_browser_tabs
 import test_nginx
-from test_browser import Page, PlaywrightError
-from test_browser_tabs import (
+from browser import (
     CHANNEL_OPEN,
     DEMO_DONE,
     GOES_LIVE_S,
     BrowserContext,
+    Page,
+    PlaywrightError,
     channel_messages,
     demo_messages,
     open_tabs,
@@ -34,14 +35,14 @@ from test_browser_tabs import (
 from conftest import RunningServer
 
 # The browser's and nginx's fixtures (each module skips, or fails in CI, without its tool).
-chromium = test_browser_tabs.chromium
-browser_profile = test_browser_tabs.browser_profile
+chromium = browser.chromium
+browser_profile = browser.browser_profile
 certificate = test_nginx.certificate
 proxy = test_nginx.proxy
 
 TABS = 12
 COUNT, INTERVAL = 5, 0.4
-NOT_SHARED = "/?share=off"  # each tab opens its own streams, as without sse-client.js
+NOT_SHARED = "/?share=off"  # each tab opens its own stream, as without sharing
 
 
 def test_twelve_tabs_without_sharing_all_stream_over_http2_through_nginx(
@@ -65,7 +66,7 @@ def test_twelve_tabs_without_sharing_all_stream_over_http2_through_nginx(
 
     protocols = {tab.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")}
     assert protocols == {"h2"}
-    assert roles(tabs, "demo") == ["solo"] * TABS
+    assert roles(tabs) == ["solo"] * TABS
     for tab in tabs:
         assert demo_messages(tab) == [f"Message {n}" for n in range(1, COUNT + 1)]
         assert channel_messages(tab) == [text]

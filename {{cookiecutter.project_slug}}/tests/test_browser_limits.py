@@ -6,15 +6,16 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+import browser
 import httpx
-import test_browser
-from test_browser import Page, screenshot, shown_messages, wait_until_done
+from browser import Page, demo_messages, screenshot, wait_until_done
 
 from conftest import RunningServer
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
-chromium = test_browser.chromium
-open_page = test_browser.open_page
+chromium = browser.chromium
+browser_profile = browser.browser_profile
+open_page = browser.open_page
 
 COUNT = 3
 
@@ -32,10 +33,10 @@ def test_a_full_worker_is_retried_later_and_nothing_is_lost(
             assert held.status_code == 200
         page = open_page(running.url + "/")
         page.wait_for_function("document.getElementById('demo-state').dataset.state == 'failed'")
-        assert shown_messages(page) == []
+        assert demo_messages(page) == []
     # The slots are free again: the page's own retry (after 2-4 s) gets the whole stream.
     wait_until_done(page, timeout_s=15)
     screenshot(page, tmp_path)
-    assert shown_messages(page) == [f"Message {n}" for n in range(1, COUNT + 1)]
+    assert demo_messages(page) == [f"Message {n}" for n in range(1, COUNT + 1)]
     states = page.evaluate("window.states")
     assert states[0] == "failed" and states[-2:] == ["open", "done"], states

@@ -8,16 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import browser
 import httpx
-import test_browser
-from test_browser import Page, screenshot
+from browser import Page, screenshot
 
 from conftest import RunningServer
 from sse_client import publish
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
-chromium = test_browser.chromium
-open_page = test_browser.open_page
+chromium = browser.chromium
+browser_profile = browser.browser_profile
+open_page = browser.open_page
 
 SECRET = "a secret for the browser tests, 32 bytes or more"
 # Every state the private panel's badge shows, in order.

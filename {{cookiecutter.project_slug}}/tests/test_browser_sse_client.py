@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import browser
 import pytest
-import test_browser
-from test_browser import Page, screenshot
+from browser import Page, screenshot
 
 from {{ cookiecutter.project_slug }} import main
 from {{ cookiecutter.project_slug }}.demo import END
@@ -22,8 +22,9 @@ from {{ cookiecutter.project_slug }}.sse import encode_event
 from conftest import RunningServer
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
-chromium = test_browser.chromium
-open_page = test_browser.open_page
+chromium = browser.chromium
+browser_profile = browser.browser_profile
+open_page = browser.open_page
 
 # Subscribes with every handler recording into window.got, and states into window.seen.
 SUBSCRIBE = """

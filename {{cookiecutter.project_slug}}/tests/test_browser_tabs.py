@@ -1,10 +1,11 @@
-"""The page in many tabs of one browser: one connection per stream, whatever the tabs.
+"""The page in many tabs of one browser: one connection for all of them.
 
-A browser opens at most six HTTP/1.1 connections per origin, and each of the page's two
-panels holds a stream: without sharing, the fourth tab would wait for ever. The tabs of
-one profile (one Playwright context) share each stream through sse-client.js: one tab holds
-it, the others hear it from that tab, and another takes over when it goes. The server is
-the README's command (`uvicorn <package>.main:app`) in a child process. Each test saves a
+A browser opens at most six HTTP/1.1 connections per origin, and each open stream holds
+one: a page with a stream per panel, in a tab each, runs out by the fourth tab. The page
+has one stream (the demo counter and its channels, on GET /channels/events), and the tabs
+of one profile (one Playwright context) share it through sse-client.js: one tab holds it,
+the others hear it from that tab, and another takes over when it goes. The server is the
+README's command (`uvicorn <package>.main:app`) in a child process. Each test saves a
 screenshot of every tab's final state and prints the paths (`pytest -s`).
 """
 
@@ -14,111 +15,32 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-import pytest
-import test_browser
-from test_browser import CHROMIUM, CHROMIUM_ARGS, RECORDER, BrowserContext, BrowserType, Page
+import browser
+from browser import (
+    CHANNEL_OPEN,
+    DEMO_DONE,
+    GOES_LIVE_S,
+    BrowserContext,
+    channel_messages,
+    demo_messages,
+    open_tabs,
+    publish,
+    roles,
+    screenshots,
+    wait_for_channel_messages,
+)
 from uvicorn_process import uvicorn_process
 
-# The browser fixture (the module skips, or fails in CI, without a browser).
-chromium = test_browser.chromium
-
-# Background tabs run their timers and rendering as the front one does: headless Chromium
-# otherwise throttles them, and a test would measure the throttling, not the page.
-TAB_ARGS = [
-    *CHROMIUM_ARGS,
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
-DEMO_DONE = "document.getElementById('demo-state').dataset.state === 'done'"
-CHANNEL_OPEN = "document.getElementById('channel-state').dataset.state === 'open'"
-# A subscription goes live a moment after its stream opens (the `: live` comment, which the
-# page does not see); a message published before that would not reach it.
-GOES_LIVE_S = 0.5
+# The browser fixtures (the module skips, or fails in CI, without a browser).
+chromium = browser.chromium
+browser_profile = browser.browser_profile
 
 
-@pytest.fixture
-def browser_profile(
-    chromium: BrowserType, tmp_path: Path
-) -> Iterator[Callable[..., BrowserContext]]:
-    """`browser_profile(**options)`: one browser profile; its pages are tabs of one browser."""
-    contexts: list[BrowserContext] = []
-
-    def launch(**options: Any) -> BrowserContext:
-        context = chromium.launch_persistent_context(
-            tmp_path / f"profile-{len(contexts)}",
-            executable_path=CHROMIUM,
-            headless=True,
-            args=TAB_ARGS,
-            viewport={"width": 800, "height": 900},
-            **options,
-        )
-        contexts.append(context)
-        context.set_default_timeout(20_000)
-        context.add_init_script(RECORDER)
-        return context
-
-    yield launch
-    for context in contexts:
-        context.close()
-
-
-def open_tabs(context: BrowserContext, url: str, count: int, **goto: Any) -> list[Page]:
-    tabs: list[Page] = []
-    for _ in range(count):
-        # The profile starts with one blank tab: use it first.
-        blank = [page for page in context.pages if page.url == "about:blank"]
-        page = blank[0] if blank else context.new_page()
-        page.goto(url, **goto)
-        tabs.append(page)
-    return tabs
-
-
-def screenshots(tabs: list[Page], tmp_path: Path) -> list[Path]:
-    paths = []
-    for number, tab in enumerate(tabs, start=1):
-        tab.bring_to_front()
-        path = tmp_path / f"tab-{number}.png"
-        tab.screenshot(path=path, full_page=True)
-        paths.append(path)
-    print("screenshots of the tabs' final state:", *paths, sep="\n  ")
-    return paths
-
-
-def demo_messages(tab: Page) -> list[str]:
-    return tab.locator("#messages li").all_text_contents()
-
-
-def channel_messages(tab: Page) -> list[str]:
-    return tab.locator("#channel-messages li").all_text_contents()
-
-
-def roles(tabs: list[Page], panel: str) -> list[str | None]:
-    return [tab.get_attribute(f"#{panel}", "data-role") for tab in tabs]
-
-
-def wait_for_channel_messages(tab: Page, count: int, timeout_s: float) -> None:
-    tab.wait_for_function(
-        f"document.querySelectorAll('#channel-messages li').length >= {count}",
-        timeout=timeout_s * 1000,
-    )
-
-
-def publish(url: str, channel: str, texts: list[str], every_s: float = 0) -> None:
-    with httpx.Client(timeout=10, verify=False) as client:
-        for text in texts:
-            response = client.post(f"{url}/channels/{channel}/messages", json={"data": text})
-            assert response.status_code == 201, response.text
-            time.sleep(every_s)
-
-
-def test_eight_tabs_hold_one_connection_per_stream(
+def test_eight_tabs_hold_one_connection(
     browser_profile: Callable[..., BrowserContext],
     broker_settings: dict[str, object],
     tmp_path: Path,
@@ -143,17 +65,16 @@ def test_eight_tabs_hold_one_connection_per_stream(
             tab.wait_for_function(DEMO_DONE, timeout=(count * interval + 10) * 1000)
         screenshots(tabs, tmp_path)
 
-    assert held == 2, f"the server held {held} streams for 8 tabs, not one per stream"
+    assert held == 1, f"the server held {held} streams for 8 tabs, not one"
     for tab in tabs:
         assert demo_messages(tab) == [f"Message {n}" for n in range(1, count + 1)]
         assert channel_messages(tab) == [text]
-    assert sorted(roles(tabs, "demo")) == ["follower"] * 7 + ["leader"]
-    assert sorted(roles(tabs, "channel")) == ["follower"] * 7 + ["leader"]
-    assert streams_opened.count("/events") == 1
-    assert streams_opened.count("/channels/lobby/events") == 1
+    assert sorted(roles(tabs)) == ["follower"] * 7 + ["leader"]
+    stream_paths = [path for path in streams_opened if "events" in path]
+    assert stream_paths == ["/channels/events"], stream_paths
 
 
-def test_closing_the_leader_tab_hands_both_streams_over_without_gap_or_duplicate(
+def test_closing_the_leader_tab_hands_the_stream_over_without_gap_or_duplicate(
     browser_profile: Callable[..., BrowserContext],
     broker_settings: dict[str, object],
     tmp_path: Path,
@@ -174,7 +95,7 @@ def test_closing_the_leader_tab_hands_both_streams_over_without_gap_or_duplicate
             tab.press("#channel-name", "Enter")
             tab.wait_for_function(CHANNEL_OPEN)
         leader, rest = tabs[0], tabs[1:]
-        assert roles([leader], "demo") == roles([leader], "channel") == ["leader"]
+        assert roles([leader]) == ["leader"]
         time.sleep(GOES_LIVE_S)
         # Messages go on being published while the leader tab goes and another takes over.
         publisher = threading.Thread(target=publish, args=(url, channel, sent, 0.1))
@@ -198,9 +119,8 @@ def test_closing_the_leader_tab_hands_both_streams_over_without_gap_or_duplicate
         arrivals = tab.evaluate("window.arrivals")
         longest = max(later - earlier for earlier, later in itertools.pairwise(arrivals))
         assert longest < retry_s, f"the takeover left a {longest:.1f} s gap in the demo"
-    assert sorted(roles(rest, "demo")) == ["follower", "follower", "leader"]
-    assert sorted(roles(rest, "channel")) == ["follower", "follower", "leader"]
-    assert held == 1, f"{held} streams open after the demo ended, not the one channel stream"
+    assert sorted(roles(rest)) == ["follower", "follower", "leader"]
+    assert held == 1, f"{held} streams open after the takeover, not the page's one"
 
 
 def test_a_hung_leader_tab_is_taken_over_and_rejoins_without_gap_or_duplicate(
@@ -216,7 +136,7 @@ def test_a_hung_leader_tab_is_taken_over_and_rejoins_without_gap_or_duplicate(
         tabs = open_tabs(context, f"http://127.0.0.1:{server.port}/", 3)
         leader, rest = tabs[0], tabs[1:]
         leader.wait_for_function("document.querySelectorAll('#messages li').length >= 6")
-        assert roles([leader], "demo") == ["leader"]
+        assert roles([leader]) == ["leader"]
         # Headless Chromium does not freeze a page on request; a page whose script does
         # not return is as deaf: no events, no pings answered, and its lock still held.
         leader.evaluate(
@@ -244,6 +164,6 @@ def test_a_hung_leader_tab_is_taken_over_and_rejoins_without_gap_or_duplicate(
         longest = max(later - earlier for earlier, later in itertools.pairwise(arrivals))
         # Found silent within a takeover delay, then a random wait of up to a quarter.
         assert longest < takeover_s * 1.5, f"the takeover left a {longest:.1f} s gap"
-    assert sorted(roles(tabs, "demo")) == ["follower", "follower", "leader"]
-    assert roles([leader], "demo") == ["follower"], "the tab that hung kept the stream"
-    assert held == 1, f"{held} streams open after the demo ended, not the channel's one"
+    assert sorted(roles(tabs)) == ["follower", "follower", "leader"]
+    assert roles([leader]) == ["follower"], "the tab that hung kept the stream"
+    assert held == 1, f"{held} streams open after the takeover, not the page's one"

@@ -1,10 +1,14 @@
-// Shows the demo stream and a channel as they arrive, with each connection's state.
+// Shows the demo counter, a channel and (with SSE_DEMO_LOGIN) a private channel as they
+// arrive, with the connection's state.
 //
-// Both panels subscribe through sse-client.js: the tabs of this page share one connection
-// per stream (one tab holds it, the others hear it from that tab), a dropped stream resumes
-// after the last id shown, and a refused one is tried again later. Add `?share=off` to the
-// page's address to give each tab its own connections (as on a browser without the APIs
-// the sharing needs).
+// One stream carries all of it: GET /channels/events with the channels shown and
+// `demo=true`, which adds the demo counter (events typed `demo`, then `demo:end`). It goes
+// through sse-client.js: the tabs of this page share that one connection (one tab holds
+// it, the others hear it from that tab), a dropped stream resumes after the last id shown,
+// a refused one is tried again later, and an expired token is renewed first. Joining
+// another channel or signing in changes what the stream carries: the page opens a new
+// one, live from then on. Add `?share=off` to the page's address to give each tab its
+// own connection (as on a browser without the APIs the sharing needs).
 import { subscribe } from "./sse-client.js";
 
 const SHARE = new URLSearchParams(location.search).get("share") !== "off";
@@ -15,97 +19,111 @@ function setState(element, state) {
   element.textContent = state;
 }
 
-// The badge shows the stream's state; data-role says which tab holds the connection.
-function showState(panel, element, state, role) {
-  setState(element, state);
-  panel.dataset.role = role;
+function show(list, text, kind, id) {
+  const item = document.createElement("li");
+  item.textContent = text; // text, never HTML: a message cannot inject markup
+  item.className = kind;
+  if (id) item.dataset.id = id;
+  list.appendChild(item);
 }
 
-function startDemo(panel) {
-  const list = panel.querySelector("#messages");
-  const received = panel.querySelector("#demo-received");
-  const state = panel.querySelector("#demo-state");
-  const count = Number(panel.dataset.count);
-  const subscription = subscribe(
-    panel.dataset.url,
-    {
-      message(event) {
-        // Never show a message twice or out of place, whatever a server sends.
-        if (event.id && Number(event.id) <= list.children.length) return;
-        const item = document.createElement("li");
-        item.textContent = event.data; // text, never HTML: a message cannot inject markup
-        item.dataset.id = event.id;
-        list.appendChild(item);
-        received.textContent = String(list.children.length);
-      },
-    },
-    {
-      share: SHARE,
-      onState(current, role) {
-        if (current === "closed") {
-          // After the `end` event: nothing more comes.
-          showState(panel, state, "done", role);
-        } else if (current === "failed" && list.children.length >= count) {
-          // A reconnect after the last message was answered with 204: nothing more comes.
-          subscription.close();
-          showState(panel, state, "done", role);
-        } else {
-          // "failed" with messages missing: refused (a proxy's 502 while the app
-          // restarts, a full worker's 503); sse-client.js tries again later.
-          showState(panel, state, current, role);
-        }
-      },
-    },
-  );
+// The demo's position is the last part of the stream's cursor: `0-<number in base 36>`.
+function demoNumber(id) {
+  return parseInt(id.slice(id.lastIndexOf("-") + 1), 36);
 }
 
-// The channel panel: every message published to the channel, from any tab or worker.
-// A reconnect resumes after the last id; if that id is too old for the channel's
-// history the server sends a `reset` event instead, which is shown, not hidden.
-function startChannel(panel) {
-  const list = panel.querySelector("#channel-messages");
-  const state = panel.querySelector("#channel-state");
-  const label = panel.querySelector("#channel-label");
-  const nameInput = panel.querySelector("#channel-name");
-  const status = panel.querySelector("#publish-status");
-  let subscription = null;
+function startPage(demoPanel, channelPanel, privatePanel) {
+  const panels = [demoPanel, channelPanel, privatePanel].filter(Boolean);
+  const demo = demoPanel.querySelector("#messages");
+  const received = demoPanel.querySelector("#demo-received");
+  const demoState = demoPanel.querySelector("#demo-state");
+  const channelList = channelPanel.querySelector("#channel-messages");
+  const channelState = channelPanel.querySelector("#channel-state");
+  const nameInput = channelPanel.querySelector("#channel-name");
   let channel = nameInput.value;
+  let demoDone = false;
+  let subscription = null;
+  // Set by the private panel once signed in.
+  const signedIn = { channel: "", list: null, state: null, renew: null };
 
-  function show(text, kind, id) {
-    const item = document.createElement("li");
-    item.textContent = text; // text, never HTML
-    item.className = kind;
-    item.dataset.id = id;
-    list.appendChild(item);
+  // Every event the stream may carry, by type: a channel's messages are typed by its name.
+  function handlers() {
+    const on = {};
+    const add = (type, handler) => {
+      const before = on[type];
+      on[type] = before ? (event) => (before(event), handler(event)) : handler;
+    };
+    add("demo", (event) => {
+      // A new stream (after Join or Sign in) starts the demo over: show each number once.
+      const number = demoNumber(event.id);
+      if (number <= demo.children.length) return;
+      show(demo, event.data, "message", String(number));
+      received.textContent = String(demo.children.length);
+    });
+    add("demo:end", () => {
+      demoDone = true; // nothing more comes for the demo; the channels go on
+      setState(demoState, "done");
+    });
+    add(channel, (event) => show(channelList, event.data, "message", event.id));
+    if (signedIn.channel) {
+      add(signedIn.channel, (event) => show(signedIn.list, event.data, "message", event.id));
+      add("token-expired", () => {
+        setState(signedIn.state, "renewing");
+        show(signedIn.list, "Token expired: signing in again, then resuming", "notice");
+      });
+    }
+    // A resume from an id too old for a channel's history: shown, not hidden.
+    add("reset", (event) => {
+      const list = signedIn.channel && event.data.startsWith(`${signedIn.channel}: `)
+        ? signedIn.list
+        : channelList;
+      show(list, `Some messages were missed: ${event.data}`, "reset", event.id);
+    });
+    return on;
   }
 
   function connect() {
     subscription?.close();
-    subscription = subscribe(
-      `/channels/${encodeURIComponent(channel)}/events`,
-      {
-        message: (event) => show(event.data, "message", event.id),
-        reset: (event) => show(`Some messages were missed: ${event.data}`, "reset", event.id),
+    const channels = [...new Set([channel, signedIn.channel].filter(Boolean))];
+    const query = channels.map((name) => `channel=${encodeURIComponent(name)}`).join("&");
+    subscription = subscribe(`/channels/events?${query}&demo=true`, handlers(), {
+      share: SHARE,
+      // Only a private channel's token expires; sse-client.js then calls this and resumes.
+      renew: signedIn.renew,
+      onState(state, role) {
+        // "failed": refused (a proxy's 502 while the app restarts, a full worker's 503);
+        // sse-client.js tries again later.
+        if (!demoDone) setState(demoState, state);
+        setState(channelState, state);
+        if (signedIn.state) setState(signedIn.state, state);
+        // data-role says which tab holds the connection (leader, follower, solo).
+        for (const panel of panels) panel.dataset.role = role;
       },
-      { share: SHARE, onState: (current, role) => showState(panel, state, current, role) },
-    );
+    });
   }
 
-  panel.querySelector("#channel-form").addEventListener("submit", (event) => {
+  channelPanel.querySelector("#channel-form").addEventListener("submit", (event) => {
     event.preventDefault();
     channel = nameInput.value;
-    label.textContent = channel;
-    list.replaceChildren();
+    channelPanel.querySelector("#channel-label").textContent = channel;
+    channelList.replaceChildren();
     connect();
   });
+  startPublishing(channelPanel, () => channel);
+  if (privatePanel) startPrivate(privatePanel, signedIn, connect);
+  connect();
+}
 
+// The channel panel's form: publish to the channel shown, from any tab or worker.
+function startPublishing(panel, currentChannel) {
+  const status = panel.querySelector("#publish-status");
   panel.querySelector("#publish-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.target;
     const headers = { "Content-Type": "application/json" };
     if (form.token.value) headers.Authorization = `Bearer ${form.token.value}`;
     try {
-      const response = await fetch(`/channels/${encodeURIComponent(channel)}/messages`, {
+      const response = await fetch(`/channels/${encodeURIComponent(currentChannel())}/messages`, {
         method: "POST",
         headers,
         body: JSON.stringify({ data: form.data.value }),
@@ -122,38 +140,19 @@ function startChannel(panel) {
       status.textContent = `Not published: ${error}`;
     }
   });
-
-  label.textContent = channel;
-  connect();
 }
 
 // The private panel (only with SSE_DEMO_LOGIN): the channel user.<name>, readable only
 // with that name's token. The token is an HttpOnly cookie the page never sees; the
 // browser sends it with every stream request. When it expires the server ends the
-// stream with a `token-expired` event: the page signs in again (a real app would
-// refresh its session instead) and resumes after the last id it has, so nothing is
-// missed and nothing shown twice.
-function startPrivate(panel) {
-  const list = panel.querySelector("#private-messages");
-  const state = panel.querySelector("#private-state");
-  const label = panel.querySelector("#private-label");
+// stream with a `token-expired` event: sse-client.js calls `renew`, which signs in
+// again (a real app would refresh its session instead), and resumes after the last id
+// it has, so nothing is missed and nothing shown twice, on any channel of the stream.
+function startPrivate(panel, signedIn, connect) {
   const status = panel.querySelector("#private-status");
   const loginForm = panel.querySelector("#login-form");
-  let source = null;
-  let name = "";
-  let channel = "";
-  let lastId = "";
-  let retryTimer = 0;
 
-  function show(text, kind, id) {
-    const item = document.createElement("li");
-    item.textContent = text; // text, never HTML
-    item.className = kind;
-    if (id) item.dataset.id = id;
-    list.appendChild(item);
-  }
-
-  async function signIn() {
+  async function signIn(name) {
     const response = await fetch("/demo/login", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -167,67 +166,42 @@ function startPrivate(panel) {
     return body;
   }
 
-  // Sign in (again), then open the stream, resuming after lastId; on failure, retry later.
-  async function renewAndConnect() {
-    if (source) source.close();
-    clearTimeout(retryTimer);
+  loginForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = loginForm.name.value;
+    status.textContent = "";
+    let body;
     try {
-      const body = await signIn();
-      channel = body.channel;
-      label.textContent = channel;
+      body = await signIn(name);
     } catch (error) {
-      setState(state, "failed");
       status.textContent = String(error.message || error);
-      retryTimer = setTimeout(renewAndConnect, 2000 + Math.random() * 2000);
       return;
     }
-    let url = `/channels/${encodeURIComponent(channel)}/events`;
-    if (lastId) url += `?last_event_id=${encodeURIComponent(lastId)}`;
-    source = new EventSource(url);
-    source.onopen = () => setState(state, "open");
-    source.onmessage = (event) => {
-      lastId = event.lastEventId;
-      show(event.data, "message", event.lastEventId);
-    };
-    source.addEventListener("reset", (event) => {
-      lastId = event.lastEventId;
-      show(`Some messages were missed: ${event.data}`, "reset", event.lastEventId);
-    });
-    source.addEventListener("token-expired", () => {
-      source.close();
-      setState(state, "renewing");
-      show("Token expired: signing in again, then resuming", "notice", "");
-      renewAndConnect();
-    });
-    source.onerror = () => {
-      if (source.readyState !== EventSource.CLOSED) {
-        setState(state, "reconnecting");
-        return;
+    signedIn.channel = body.channel;
+    signedIn.list = panel.querySelector("#private-messages");
+    signedIn.state = panel.querySelector("#private-state");
+    signedIn.renew = async () => {
+      try {
+        await signIn(name);
+        status.textContent = "";
+      } catch (error) {
+        status.textContent = String(error.message || error);
+        throw error; // sse-client.js reports it, and the refused stream is retried later
       }
-      // Refused: a 401 (the cookie is gone or expired) or 403 reads here as an error
-      // like any other; signing in again answers the first, and backs off for the rest.
-      setState(state, "failed");
-      retryTimer = setTimeout(renewAndConnect, 2000 + Math.random() * 2000);
     };
-  }
-
-  loginForm.addEventListener("submit", (event) => {
-    event.preventDefault();
-    name = loginForm.name.value;
-    lastId = "";
-    list.replaceChildren();
-    status.textContent = "";
-    renewAndConnect();
+    signedIn.list.replaceChildren();
+    panel.querySelector("#private-label").textContent = body.channel;
+    connect();
   });
 
   panel.querySelector("#private-publish-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.target;
-    if (!channel) {
+    if (!signedIn.channel) {
       status.textContent = "Sign in first";
       return;
     }
-    const response = await fetch(`/channels/${encodeURIComponent(channel)}/messages`, {
+    const response = await fetch(`/channels/${encodeURIComponent(signedIn.channel)}/messages`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ data: form.data.value }),
@@ -243,8 +217,9 @@ function startPrivate(panel) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  startDemo(document.getElementById("demo"));
-  startChannel(document.getElementById("channel"));
-  const privatePanel = document.getElementById("private");
-  if (privatePanel) startPrivate(privatePanel);
+  startPage(
+    document.getElementById("demo"),
+    document.getElementById("channel"),
+    document.getElementById("private"),
+  );
 });

@@ -31,6 +31,10 @@
 //   end            the stream is over: close, state "closed", no reconnect.
 //   token-expired  close, await options.renew(), open again where it stopped (at the URL
 //                  renew() returns, if it returns one); without `renew`, close for good.
+// A refused connection (state "failed") is tried again later; with `renew`, renew() is
+// awaited first: EventSource does not tell a 401 (a token that expired while the stream
+// was down, a cookie the browser dropped) from any other refusal, so every one renews.
+// With sharing, the tab that holds the connection renews; the others hear the events.
 
 /** The states `onState` reports. */
 export const STATES = Object.freeze({
@@ -48,8 +52,8 @@ const DEFAULTS = {
   takeoverMs: 3000, // how long a silent leader tab is given before another takes over
   withCredentials: false, // EventSource's own option, for a stream on another origin
   lastEventId: "", // where the first connection resumes
-  // async () => void | string: get a fresh token before resuming after token-expired; a
-  // string returned is the URL to resume from (a token in the query string).
+  // async () => void | string: get a fresh token before resuming after token-expired or
+  // a refusal; a string returned is the URL to resume from (a token in the query string).
   renew: null,
 };
 const LOCK_PREFIX = "sse-client:";
@@ -151,7 +155,7 @@ class Stream {
     if (event.type === "end") {
       this.shutdown({ ended: true });
     } else if (event.type === "token-expired" && this.source) {
-      this.renew();
+      this.expired();
     }
   }
 
@@ -222,7 +226,8 @@ class Stream {
       this.setState(STATES.failed);
       const delay = Math.min(60000, 2000 * 2 ** this.refusals) * (1 + Math.random());
       this.refusals += 1;
-      if (!this.closed && this.source === null) this.retryTimer = setTimeout(() => this.connect(), delay);
+      const retry = () => (this.settings.renew ? this.renewThenConnect() : this.connect());
+      if (!this.closed && this.source === null) this.retryTimer = setTimeout(retry, delay);
     };
   }
 
@@ -233,13 +238,18 @@ class Stream {
   }
 
   // The server said the stream's token expired: it will not take this one again.
-  async renew() {
+  expired() {
     this.disconnect();
     if (!this.settings.renew) {
       this.shutdown();
       return;
     }
     this.setState(STATES.reconnecting);
+    this.renewThenConnect();
+  }
+
+  // A fresh token first (options.renew), then the stream again from the last id.
+  async renewThenConnect() {
     try {
       const next = await this.settings.renew();
       if (typeof next === "string") this.target = new URL(next, location.href).href;
