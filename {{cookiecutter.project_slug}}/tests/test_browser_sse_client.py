@@ -7,19 +7,24 @@ the module there, as a user's page would.
 from __future__ import annotations
 
 import itertools
+import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import browser
+import httpx
 import pytest
 from browser import Page, screenshot
 
 from {{ cookiecutter.project_slug }} import main
+from {{ cookiecutter.project_slug }}.auth import mint
 from {{ cookiecutter.project_slug }}.demo import END
 from {{ cookiecutter.project_slug }}.sse import encode_event
 
 from conftest import RunningServer
+from sse_client import publish
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
 chromium = browser.chromium
@@ -113,6 +118,41 @@ def test_token_expired_renews_then_resumes_after_the_last_id(
     assert [stream.query for stream in streams] == ["", "token=fresh&last_event_id=2"]
 
 
+def test_every_token_expired_renews_even_with_no_message_between(
+    serve: Callable[..., RunningServer],
+    open_page: Callable[[str], Page],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Two expiries in a row carry the same last id: the second is not a duplicate event."""
+    calls = itertools.count()
+
+    async def expiring(stream: object, **_: object) -> AsyncIterator[bytes]:
+        call = next(calls)
+        if call == 0:
+            yield encode_event("Message 1", id="1")
+        if call < 2:
+            yield encode_event("", event="token-expired")
+            return
+        yield encode_event("Message 2", id="2")
+        yield END
+
+    monkeypatch.setattr(main, "count_messages", expiring)
+    page = module_page(open_page, serve(message_count=2, retry_ms=100))
+    page.evaluate(SUBSCRIBE, ["/events", {"renew": "/events?token=fresh"}])
+    page.wait_for_function(CLOSED)
+    screenshot(page, tmp_path)
+
+    assert [event for event, _, _ in page.evaluate("window.got")] == [
+        "message",
+        "token-expired",
+        "token-expired",
+        "message",
+        "end",
+    ]
+    assert page.evaluate("window.renewals") == 2
+
+
 def test_token_expired_without_renew_closes_for_good(
     serve: Callable[..., RunningServer],
     open_page: Callable[[str], Page],
@@ -141,3 +181,36 @@ def test_without_web_locks_each_tab_holds_its_own_stream(
     page.wait_for_function(CLOSED)
     assert {role for _, role in page.evaluate("window.seen")} == {"solo"}
     assert [data for _, _, data in page.evaluate("window.got")] == ["Message 1", "Message 2", ""]
+
+
+def test_a_refused_stream_renews_before_it_is_tried_again(
+    serve: Callable[..., RunningServer], open_page: Callable[[str], Page], tmp_path: Path
+):
+    """A 401 (a token that expired while the stream was down) is answered by renew()."""
+    secret = "a secret for the browser tests, 32 bytes or more"
+    running = serve(auth_secret=secret)
+    now = time.time()
+    stale = mint(secret.encode(), "bob", ttl=10, now=now - 60)
+    fresh = mint(secret.encode(), "bob", ttl=60, now=now)
+    page = module_page(open_page, running)
+    opened: list[str] = []
+    page.on("request", lambda request: opened.append(request.url))
+    channel = "/channels/user.bob/events"
+    page.evaluate(SUBSCRIBE, [f"{channel}?token={stale}", {"renew": f"{channel}?token={fresh}"}])
+    # Refused with 401, then (2-4 s later) renewed and opened with the fresh token.
+    page.wait_for_function(
+        "window.seen.length && window.seen[window.seen.length - 1][0] === 'open'",
+        timeout=10_000,
+    )
+    page.wait_for_timeout(300)  # the subscription goes live just after the stream opens
+    with httpx.Client(timeout=10) as client:
+        publish(client, running.url, "user.bob", "after the renewal")
+    page.wait_for_function("window.got.length >= 1")
+    screenshot(page, tmp_path)
+
+    assert [state for state, _ in page.evaluate("window.seen")].count("failed") == 1
+    assert page.evaluate("window.renewals") == 1
+    [(event, event_id, data)] = page.evaluate("window.got")
+    assert (event, data) == ("message", "after the renewal") and re.fullmatch(r"\d+-\d+", event_id)
+    tokens = [parse_qs(urlsplit(url).query)["token"] for url in opened if channel in url]
+    assert tokens == [[stale], [fresh]]

@@ -25,6 +25,7 @@ from browser import (
     DEMO_DONE,
     GOES_LIVE_S,
     BrowserContext,
+    Page,
     channel_messages,
     demo_messages,
     open_tabs,
@@ -33,7 +34,7 @@ from browser import (
     screenshots,
     wait_for_channel_messages,
 )
-from uvicorn_process import uvicorn_process
+from uvicorn_process import UvicornProcess, uvicorn_process
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
 chromium = browser.chromium
@@ -87,6 +88,8 @@ def test_closing_the_leader_tab_hands_the_stream_over_without_gap_or_duplicate(
     with uvicorn_process(tmp_path / "server.log", **settings) as server:
         url = f"http://127.0.0.1:{server.port}"
         context = browser_profile()
+        opened: list[str] = []
+        context.on("request", lambda request: opened.append(request.url))
         tabs = open_tabs(context, f"{url}/", 4)
         for tab in tabs:
             tab.fill("#channel-name", channel)
@@ -103,6 +106,10 @@ def test_closing_the_leader_tab_hands_the_stream_over_without_gap_or_duplicate(
         wait_for_channel_messages(leader, 5, timeout_s=10)
         shown_by_leader = len(demo_messages(leader))
         leader.close()
+        wait_for_new_leader(rest, timeout_s=retry_s * 2)
+        # The demo still runs: the one stream the new leader holds carries it and the channel.
+        during = settled_streams(server)
+        demo_running = not any(tab.evaluate(DEMO_DONE) for tab in rest)
         for tab in rest:
             tab.wait_for_function(DEMO_DONE, timeout=(count * interval + 10) * 1000)
         publisher.join(30)
@@ -113,6 +120,14 @@ def test_closing_the_leader_tab_hands_the_stream_over_without_gap_or_duplicate(
         screenshots(rest, tmp_path)
 
     assert shown_by_leader < count - 4, "too slow: the demo was over before the leader went"
+    assert demo_running, "too slow: the demo was over before another tab took over"
+    assert during == 1, f"the server held {during} streams for the tabs after the takeover"
+    # The new leader resumed the page's stream from the cursor the tabs had.
+    page_streams = [urlsplit(u) for u in opened if urlsplit(u).path == "/channels/events"]
+    resumed = [
+        u for u in page_streams if f"channel={channel}" in u.query and "last_event_id=" in u.query
+    ]
+    assert len(resumed) == 1, [u.query for u in page_streams]
     for tab in rest:
         assert demo_messages(tab) == [f"Message {n}" for n in range(1, count + 1)]
         assert channel_messages(tab) == sent
@@ -167,3 +182,20 @@ def test_a_hung_leader_tab_is_taken_over_and_rejoins_without_gap_or_duplicate(
     assert sorted(roles(tabs)) == ["follower", "follower", "leader"]
     assert roles([leader]) == ["follower"], "the tab that hung kept the stream"
     assert held == 1, f"{held} streams open after the takeover, not the page's one"
+
+
+def wait_for_new_leader(tabs: list[Page], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while "leader" not in roles(tabs):
+        assert time.monotonic() < deadline, f"no tab took the stream over: {roles(tabs)}"
+        time.sleep(0.05)
+
+
+def settled_streams(server: UvicornProcess, settle_s: float = 3) -> int | None:
+    """The streams the server holds, once the closed tab's connection is seen gone."""
+    deadline = time.monotonic() + settle_s
+    while (held := server.streams()) is None or held > 1:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return held
