@@ -29,12 +29,13 @@ def subscribe_many(
     channels: list[str],
     last_id: str | None = None,
     headers: dict[str, str] | None = None,
+    demo: bool = False,
 ) -> Iterator[Subscription]:
     """The stream of `channels`, returned once it is live (its `: live` comment)."""
     headers = dict(headers or {})
     if last_id is not None:
         headers["Last-Event-ID"] = last_id
-    query = urlencode([("channel", channel) for channel in channels])
+    query = urlencode([("channel", channel) for channel in channels] + [("demo", "true")] * demo)
     with live_stream(client, f"{url}/channels/events?{query}", headers) as subscription:
         yield subscription
 
@@ -122,3 +123,62 @@ def test_every_protected_channel_must_be_granted(running: RunningServer, client:
     with subscribe_many(client, running.url, [public, "user.ann"], headers=ann) as stream:
         publish(client, running.url, "user.ann", "for ann")
         assert [event.data for event in stream.take(1)] == ["for ann"]
+
+
+def until_demo_end(stream: Subscription) -> list[tuple[str, str]]:
+    """(event, data) of every event up to and with `demo:end`."""
+    got: list[tuple[str, str]] = []
+    while not got or got[-1][0] != "demo:end":
+        event = stream.next_event()
+        assert event is not None, f"the stream ended before demo:end: {got}"
+        got.append((event.event, event.data))
+    return got
+
+
+def test_the_demo_rides_on_the_stream_and_resumes_from_its_cursor(serve, client: httpx.Client):
+    """demo=true: the page's stream. Message 1..count among the channel's messages, each
+    id the whole cursor; a resume goes on after the last message it has, on both."""
+    running = serve(message_count=3, message_interval=0.5)
+    channel = new_channel()
+    with subscribe_many(client, running.url, [channel], demo=True) as stream:
+        [first] = stream.take(1)  # Message 1, at once
+        publish(client, running.url, channel, "between 1 and 2")
+        rest = until_demo_end(stream)
+        ids = [event.id for event in stream.events if event.id is not None]
+    assert (first.event, first.data) == ("demo", "Message 1")
+    assert rest == [
+        (channel, "between 1 and 2"),
+        ("demo", "Message 2"),
+        ("demo", "Message 3"),
+        ("demo:end", ""),
+    ]
+    # Two parts: the channel's position, then the demo's (0-<number in base 36>).
+    assert [event_id.split(",")[1] for event_id in ids] == ["0-1", "0-1", "0-2", "0-3"]
+
+    # Resumed after Message 1: what came after it, the channel's message from history.
+    with subscribe_many(client, running.url, [channel], last_id=first.id, demo=True) as again:
+        assert [(event.event, event.data) for event in again.events] == rest[:1]
+        assert until_demo_end(again) == rest[1:]
+    # Resumed after the last message: only the end, then the channel goes on.
+    with subscribe_many(client, running.url, [channel], last_id=ids[-1], demo=True) as done:
+        assert until_demo_end(done) == [("demo:end", "")]
+        publish(client, running.url, channel, "after the demo")
+        assert [event.data for event in done.take(1)] == ["after the demo"]
+
+
+@pytest.mark.parametrize(
+    ("query", "cursor", "reason"),
+    [
+        ("channel=demo&demo=true", None, "no channel may be named demo"),
+        ("channel=a&demo=true", "1-1", "Last-Event-ID"),  # the demo's part is missing
+        ("channel=a", "1-1,0-1", "Last-Event-ID"),  # a demo part, and no demo
+    ],
+    ids=["named-demo", "cursor-without-demo", "cursor-with-demo"],
+)
+def test_a_bad_demo_request_gets_400_with_a_reason(
+    running: RunningServer, client: httpx.Client, query: str, cursor: str | None, reason: str
+):
+    headers = {"Last-Event-ID": cursor} if cursor else {}
+    response = client.get(f"{running.url}/channels/events?{query}", headers=headers)
+    assert response.status_code == 400
+    assert reason in response.json()["detail"]
