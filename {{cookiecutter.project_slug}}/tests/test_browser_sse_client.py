@@ -118,41 +118,6 @@ def test_token_expired_renews_then_resumes_after_the_last_id(
     assert [stream.query for stream in streams] == ["", "token=fresh&last_event_id=2"]
 
 
-def test_every_token_expired_renews_even_with_no_message_between(
-    serve: Callable[..., RunningServer],
-    open_page: Callable[[str], Page],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-):
-    """Two expiries in a row carry the same last id: the second is not a duplicate event."""
-    calls = itertools.count()
-
-    async def expiring(stream: object, **_: object) -> AsyncIterator[bytes]:
-        call = next(calls)
-        if call == 0:
-            yield encode_event("Message 1", id="1")
-        if call < 2:
-            yield encode_event("", event="token-expired")
-            return
-        yield encode_event("Message 2", id="2")
-        yield END
-
-    monkeypatch.setattr(main, "count_messages", expiring)
-    page = module_page(open_page, serve(message_count=2, retry_ms=100))
-    page.evaluate(SUBSCRIBE, ["/events", {"renew": "/events?token=fresh"}])
-    page.wait_for_function(CLOSED)
-    screenshot(page, tmp_path)
-
-    assert [event for event, _, _ in page.evaluate("window.got")] == [
-        "message",
-        "token-expired",
-        "token-expired",
-        "message",
-        "end",
-    ]
-    assert page.evaluate("window.renewals") == 2
-
-
 def test_token_expired_without_renew_closes_for_good(
     serve: Callable[..., RunningServer],
     open_page: Callable[[str], Page],

@@ -149,10 +149,7 @@ class Stream {
 
   // An event from the network (leader, solo) or from the leader tab (follower).
   receive(event) {
-    if (this.closed) return;
-    // `token-expired` is about this connection, not an event of the stream: never kept or
-    // deduped (two expiries with no message between carry the same id), never replayed.
-    if (event.type !== "token-expired" && !this.remember(event)) return;
+    if (this.closed || !this.remember(event)) return;
     if (this.role === "leader") this.post({ kind: "event", event });
     for (const { handlers } of [...this.subscribers]) call(handlers, event);
     if (event.type === "end") {
