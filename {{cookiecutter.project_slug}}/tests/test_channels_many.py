@@ -85,8 +85,10 @@ def test_a_resume_from_the_last_id_misses_and_repeats_nothing(
         ("channel=a&channel=a", "only once"),
         ("channel=no%20spaces", "channel must be"),
         ("&".join(f"channel=c{n}" for n in range(17)), "name 1 to 16 channels"),
+        ("channel=a&channel=end", "no channel may be named end"),
+        ("channel=reset", "no channel may be named reset"),
     ],
-    ids=["none", "twice", "bad-name", "too-many"],
+    ids=["none", "twice", "bad-name", "too-many", "named-end", "named-reset"],
 )
 def test_a_bad_list_of_channels_gets_400_with_a_reason(
     running: RunningServer, client: httpx.Client, query: str, reason: str

@@ -37,6 +37,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # longer than that can only be over the limit, so it is refused before it is parsed.
 JSON_OVERHEAD = 6
 RETRY_AFTER = "2"
+#: Event types a stream of several channels sends itself (`reset`, `token-expired`), or
+#: that a client acts on (`end`, see static/sse-client.js): no channel there may be named so.
+TYPED_BY_THE_STREAM = frozenset({"reset", "token-expired", "end"})
 LIVE = encode_comment("live")
 BROKER_AWAY = encode_comment("the message broker is unreachable; retrying")
 
@@ -194,8 +197,14 @@ def parse_channels(
     for channel in channels:
         if not _CHANNEL.match(channel):
             raise ValueError("channel must be 1-64 letters, digits, '_', '.' or '-'")
-    if demo and DEMO in channels:
-        raise ValueError(f"with demo=true no channel may be named {DEMO}: its events are typed so")
+    # A channel's messages are typed by its name, so not by one the stream's own use.
+    reserved = TYPED_BY_THE_STREAM | {DEMO} if demo else TYPED_BY_THE_STREAM
+    taken = sorted(reserved.intersection(channels))
+    if taken:
+        raise ValueError(
+            f"no channel may be named {taken[0]} on this stream: the stream's own "
+            f"{taken[0]} events are typed so"
+        )
     if last_event_id is None:
         return None
     return parse_cursor(last_event_id.strip(), len(channels) + demo)
