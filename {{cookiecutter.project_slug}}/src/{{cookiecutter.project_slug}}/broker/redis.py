@@ -137,8 +137,8 @@ class RedisBroker(Broker):
         await self.live.stop()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()  # a pool passed in is not closed with it
-        if self.sentinel is not None:
-            await self.sentinel.aclose()
+        if self.sentinel is not None:  # (Sentinel.aclose is new in redis-py 8)
+            await asyncio.gather(*(client.aclose() for client in self.sentinel.sentinels))
 
     @property
     def available(self) -> bool:
