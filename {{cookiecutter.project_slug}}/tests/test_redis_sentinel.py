@@ -147,25 +147,57 @@ def test_too_few_replicas_is_a_retryable_answer_not_a_201(tmp_path: Path):
             assert len(stream_ids(admin, channel)) == 2
 
 
-def test_with_a_replica_the_publish_is_acknowledged_once_the_replica_has_it(tmp_path: Path):
+def test_a_publish_waits_for_the_replica_and_refuses_when_it_lags(tmp_path: Path):
     (tmp_path / "master").mkdir()
     (tmp_path / "replica").mkdir()
+    follow = ("--replicaof", "127.0.0.1")
     with (
         redis_server(tmp_path / "master", *DATA) as master,
         redis_server(
-            tmp_path / "replica", *DATA, "--replicaof", "127.0.0.1", str(master.port)
+            tmp_path / "replica", *DATA, *follow, str(master.port), "--enable-debug-command", "yes"
         ) as replica,
-        run_server(Settings(redis_url=master.url, redis_wait_replicas=1)) as app,
+        run_server(
+            Settings(redis_url=master.url, redis_wait_replicas=1, redis_wait_timeout=1.0)
+        ) as app,
         httpx.Client(timeout=10) as client,
         Redis(port=replica.port) as on_replica,
     ):
         assert wait_for(lambda: synced(replica), 10), "the replica did not sync"
         channel = new_channel()
-        for n in range(5):
-            answer = client.post(f"{app.url}/channels/{channel}/messages", json={"data": f"{n}"})
+        address = f"{app.url}/channels/{channel}/messages"
+        for n in range(3):
+            answer = client.post(address, json={"data": f"{n}"})
             assert answer.status_code == 201, answer.text
-            # Acknowledged means the replica has it already: no wait here.
+            # Acknowledged means the replica has it already: no waiting here.
             assert stream_ids(on_replica, channel)[-1] == answer.json()["id"]
+
+        def replica_stalls(seconds: float) -> threading.Thread:
+            """The replica stops for `seconds` (still connected: WAIT counts on it)."""
+
+            def sleep() -> None:
+                with Redis(port=replica.port) as admin:
+                    admin.execute_command("DEBUG", "SLEEP", seconds)
+
+            stall = threading.Thread(target=sleep)
+            stall.start()
+            time.sleep(0.1)  # the SLEEP has begun
+            return stall
+
+        # Stalled for longer than the timeout: refused once the timeout is over.
+        stall = replica_stalls(2.0)
+        started = time.monotonic()
+        refused = client.post(address, json={"data": "lagging"})
+        assert refused.status_code == 503 and "0 of the 1 replicas" in refused.json()["detail"]
+        assert 0.5 < time.monotonic() - started < 1.9
+        stall.join()
+        # Stalled for less: the 201 waits until the replica has the message.
+        stall = replica_stalls(0.6)
+        started = time.monotonic()
+        answer = client.post(address, json={"data": "waited"})
+        assert answer.status_code == 201, answer.text
+        assert time.monotonic() - started > 0.25, "answered before the replica had it"
+        stall.join()
+        assert stream_ids(on_replica, channel)[-1] == answer.json()["id"]
 
 
 # -- failover ------------------------------------------------------------------------------
