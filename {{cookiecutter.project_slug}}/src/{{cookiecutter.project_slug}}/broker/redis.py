@@ -214,7 +214,11 @@ class RedisBroker(Broker):
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.execute_command(command, script, 1, key, *args)
             pipe.wait(self.wait_replicas, max(1, round(self.wait_timeout * 1000)))
-            entry_id, replicas = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply  # as Redis gave it (raised here, it would quote the message)
+        entry_id, replicas = replies
         return entry_id, int(replicas)
 
     async def page(self, channel: str, after: str, count: int) -> Page:
