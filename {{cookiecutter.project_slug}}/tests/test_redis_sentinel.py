@@ -210,7 +210,7 @@ def sentinel(workdir: Path, binary: str, master_port: int) -> Iterator[int]:
     port = free_port()
     config = workdir / "sentinel.conf"  # Sentinel rewrites it: its own file, in tmp_path
     config.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\nlogfile {workdir / 'sentinel.log'}\n"
         f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n"
         f"sentinel down-after-milliseconds {MASTER} 1000\n"
         f"sentinel failover-timeout {MASTER} 5000\n"
@@ -283,15 +283,18 @@ def test_a_master_killed_mid_publishing_loses_no_acknowledged_message(tmp_path: 
 
     Two replicas: after the failover the new master still has one to WAIT for.
     """
-    for name in ("master", "replica0", "replica1"):
+    nodes = ("master", "replica0", "replica1")
+    for name in nodes:
         (tmp_path / name).mkdir()
     channel = new_channel()
     with ExitStack() as stack:
-        master = stack.enter_context(redis_server(tmp_path / "master", *DATA))
+        # Each node logs to its folder: what Redis did is there when this test fails.
+        logs = {name: ("--logfile", str(tmp_path / name / "redis.log")) for name in nodes}
+        master = stack.enter_context(redis_server(tmp_path / "master", *DATA, *logs["master"]))
         follow = ("--replicaof", "127.0.0.1", str(master.port))
         replicas = [
-            stack.enter_context(redis_server(tmp_path / f"replica{n}", *DATA, *follow))
-            for n in range(2)
+            stack.enter_context(redis_server(tmp_path / name, *DATA, *follow, *logs[name]))
+            for name in nodes[1:]
         ]
         assert wait_for(lambda: all(synced(r) for r in replicas), 10), "replicas not in sync"
         sentinels = [
