@@ -179,17 +179,17 @@ class RedisBroker(Broker):
     # -- publishing and history ----------------------------------------------------------
 
     async def publish(self, channel: str, event: str, data: str) -> str:
-        args = [self.history_size, event, data, LIVE_PREFIX + channel]
+        key, args = KEY_PREFIX + channel, [self.history_size, event, data, LIVE_PREFIX + channel]
         try:
             if self.wait_replicas:
-                entry_id, replicas = await self._publish_and_wait(KEY_PREFIX + channel, args)
+                entry_id, replicas = await self._publish_and_wait(key, args)
             else:
-                entry_id = await self._publish(keys=[KEY_PREFIX + channel], args=args)
+                entry_id, replicas = await self._publish(keys=[key], args=args), 0
         except LOST as exc:
             raise BrokerUnavailable(f"Redis at {self.where} is unreachable") from exc
         except RedisError as exc:  # e.g. out of memory: refused, but not gone
             raise BrokerUnavailable(f"Redis refused the message: {exc}") from exc
-        if self.wait_replicas and replicas < self.wait_replicas:
+        if replicas < self.wait_replicas:
             raise BrokerUnavailable(
                 f"message {entry_id.decode()} is on the Redis master and was sent to "
                 f"subscribers, but {replicas} of the {self.wait_replicas} replicas required "

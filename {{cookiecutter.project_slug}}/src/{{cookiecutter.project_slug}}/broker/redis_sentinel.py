@@ -6,8 +6,8 @@ old master fails (refused, reset, or READONLY once it is a replica), the command
 answer 503, and the next connection goes to the new master. The subscription connection
 (redis_live.py) is made from the same pool's connection class, so its reconnect lands on
 the new master too, and fills each channel's gap from there. Sentinel itself closes the
-clients of an instance it turns into a replica, so a live connection never stays on a
-demoted master.
+clients of an instance it turns into a replica (CLIENT KILL with its REPLICAOF), so a
+live connection does not stay on a demoted master.
 """
 
 from __future__ import annotations
