@@ -349,12 +349,15 @@ def test_a_master_killed_mid_publishing_loses_no_acknowledged_message(tmp_path: 
 
         # Every subscriber gets every acknowledged message, once, in order.
         newest = max(acked, key=parse_id)
-        got_all = lambda: all(  # noqa: E731
-            any(event.id == newest for event in follower.events) for follower in followers
-        )
-        assert wait_for(got_all, 30), [len(f.messages()) for f in followers]
+
+        def caught_up() -> bool:
+            return all(any(e.id == newest for e in f.events) for f in followers)
+
+        caught = wait_for(caught_up, 30)
         for follower in followers:
             follower.done.set()
+        assert caught, [len(follower.messages()) for follower in followers]
+        for follower in followers:
             messages = follower.messages()
             ids = [parse_id(event.id or "") for event in messages]
             assert ids == sorted(set(ids)), "exactly once, in order"
