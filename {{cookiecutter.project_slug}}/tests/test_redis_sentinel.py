@@ -24,7 +24,7 @@ from {{ cookiecutter.project_slug }}.settings import Settings, load_settings, se
 
 from conftest import run_server
 from redis_server import RedisServer, free_port, redis_server
-from sse_client import Event, Subscription, new_channel, subscribe, wait_for
+from sse_client import Event, Subscription, new_channel, publish, subscribe, wait_for
 
 MASTER = "sse"
 #: Redis data nodes: no persistence, so only replication keeps a message.
@@ -198,6 +198,27 @@ def test_a_publish_waits_for_the_replica_and_refuses_when_it_lags(tmp_path: Path
         assert time.monotonic() - started > 0.25, "answered before the replica had it"
         stall.join()
         assert stream_ids(on_replica, channel)[-1] == answer.json()["id"]
+
+
+def test_a_resume_from_a_message_the_new_master_never_had(serve, client: httpx.Client):
+    """A subscriber saw a message live that a failover lost: its id is in no history.
+
+    Ids are the master's clock, so what is published after the failover is newer: the
+    resume gets all of it; with nothing newer yet, a reset to the newest id, then live.
+    """
+    app = serve()
+    channel = new_channel()
+    before = publish(client, app.url, channel, "before")
+    lost = f"{parse_id(before)[0] + 1}-0"  # a moment later, on the old master only
+    time.sleep(0.01)
+    with subscribe(client, app.url, channel, last_id=lost) as resumed:
+        assert [(e.event, e.id) for e in resumed.events] == [("reset", before)]
+        assert "newer than this channel's last message" in resumed.events[0].data
+        after = publish(client, app.url, channel, "after")
+        assert resumed.take(1)[0].id == after
+    later = publish(client, app.url, channel, "later")
+    with subscribe(client, app.url, channel, last_id=lost) as resumed:
+        assert [(e.event, e.id) for e in resumed.events] == [("message", after), ("message", later)]
 
 
 # -- failover ------------------------------------------------------------------------------
