@@ -41,13 +41,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
-def master_and_replica() -> Iterator[tuple[str, int]]:
-    """A redis-server and its replica, both without persistence: (master URL, replica port)."""
+def master_and_replica(workdir: Path) -> Iterator[tuple[str, int]]:
+    """A redis-server and its replica, both without persistence: (master URL, replica port).
+
+    In `workdir`: a replica writes the copy its first sync receives to its folder.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed")
     common = [binary, "--bind", procs.HOST, "--save", "", "--appendonly", "no"]
-    common += ["--loglevel", "warning"]
+    common += ["--loglevel", "warning", "--dir", str(workdir)]
     master, replica = procs.free_port(), procs.free_port()
     with ExitStack() as stack:
         stack.enter_context(
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="sse-wait-") as tmp, ExitStack() as stack:
         src = bake.bake("redis", Path(tmp))
-        url, _ = stack.enter_context(master_and_replica())
+        url, _ = stack.enter_context(master_and_replica(Path(tmp)))
         ports = {}
         for wait in WAITS:
             env = {
