@@ -17,10 +17,12 @@ ONLY_FOR = {
     "redis": [
         PACKAGE / "broker" / "redis.py",
         PACKAGE / "broker" / "redis_live.py",
+        PACKAGE / "broker" / "redis_sentinel.py",
         PACKAGE / "broker" / "singleflight.py",
         Path("tests") / "redis_server.py",
         Path("tests") / "test_broker_redis.py",
         Path("tests") / "test_redis_outage.py",
+        Path("tests") / "test_redis_sentinel.py",
         Path("tests") / "test_multiprocess.py",
     ],
 }

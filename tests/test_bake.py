@@ -94,10 +94,12 @@ def test_only_the_chosen_broker_is_baked(baked: tuple[str, Path]):
     redis_files = [
         package / "broker/redis.py",
         package / "broker/redis_live.py",
+        package / "broker/redis_sentinel.py",
         package / "broker/singleflight.py",
         root / "tests/redis_server.py",
         root / "tests/test_broker_redis.py",
         root / "tests/test_redis_outage.py",
+        root / "tests/test_redis_sentinel.py",
         root / "tests/test_multiprocess.py",
     ]
     memory_files = [package / "broker/memory.py", root / "tests/test_broker_memory.py"]

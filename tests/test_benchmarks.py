@@ -173,3 +173,23 @@ def test_s4_delivers_every_message_on_every_channel(tmp_path: Path) -> None:
         assert result["deliveries"] == result["expected"] == 2 * CLIENTS, result
     redis = next(r for r in measured if r["broker"] == "redis")
     assert redis["workers"] == 2 and redis["redis_connections"] <= 16
+
+
+def test_wait_cost_times_both_settings_side_by_side(tmp_path: Path) -> None:
+    """The WAIT benchmark at tiny size: each size timed with WAIT=0 and WAIT=1, all 201."""
+    out = tmp_path / "wait.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.wait_cost", "--sizes", "10,1000"),
+            *("--messages", "5", "--out", str(out)),
+        ],
+        cwd=TEMPLATE,
+        check=True,
+        timeout=240,
+    )
+    measured = json.loads(out.read_text())["rows"]
+    assert {(r["size"], r["wait_replicas"]) for r in measured} == {
+        (10, 0), (10, 1), (1000, 0), (1000, 1)
+    }  # fmt: skip
+    for result in measured:
+        assert result["publishes"] == 5 and not result["refused"], result

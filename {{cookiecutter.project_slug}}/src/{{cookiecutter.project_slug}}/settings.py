@@ -82,7 +82,24 @@ class Settings(BaseSettings):
 {%- if cookiecutter.broker == "redis" %}
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """The Redis server holding the channels (redis://, rediss:// or unix://)."""
+    """The Redis server holding the channels (redis://, rediss:// or unix://). With
+    sentinels, only its database, user name, password and TLS (rediss://) are used."""
+
+    redis_sentinels: str = ""
+    """Redis Sentinel: the sentinels' addresses, `host:port,host:port`; the master they
+    name (`redis_sentinel_master`) is used instead of the URL's host, and followed when
+    they fail it over."""
+
+    redis_sentinel_master: str = Field(default="", validate_default=True)
+    """The master's name in the sentinels' configuration (`sentinel monitor <name> ...`)."""
+
+    redis_wait_replicas: int = Field(default=0, ge=0, le=100)
+    """Replicas that must have a message (Redis WAIT) before its publish is acknowledged;
+    0 acknowledges once the master has it."""
+
+    redis_wait_timeout: float = Field(default=1.0, ge=0.001, le=4.0)
+    """Seconds WAIT may take; fewer replicas by then: 503. Below the 5 s read timeout of
+    the command connections, so a slow WAIT is never mistaken for a lost connection."""
 {%- else %}
 
     history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, le=64 * 1024**3)
@@ -93,6 +110,28 @@ class Settings(BaseSettings):
     max_channels: int = Field(default=10_000, ge=1, le=1_000_000)
     """Channels this worker keeps in memory; publishing to one more forgets the channel
     published to least recently that has no subscriber (its history goes with it)."""
+{%- endif %}
+
+{%- if cookiecutter.broker == "redis" %}
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, text: str) -> str:
+        sentinel_addresses(text)  # raises ValueError with the reason
+        return text
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _master_with_sentinels(cls, master: str, info: ValidationInfo) -> str:
+        # Sentinels that failed their own check are missing here, and reported already.
+        sentinels = info.data.get("redis_sentinels")
+        if sentinels and not master:
+            raise ValueError("SSE_REDIS_SENTINELS is set: name the master too")
+        if master and sentinels == "":
+            raise ValueError("a master name needs SSE_REDIS_SENTINELS (host:port,...)")
+        if master and info.data.get("redis_url", "").startswith("unix:"):
+            raise ValueError("sentinels name a host and port: SSE_REDIS_URL cannot be unix://")
+        return master
 {%- endif %}
 
     @field_validator("auth_secret")
@@ -110,6 +149,24 @@ class Settings(BaseSettings):
         if enabled and "auth_secret" in info.data and info.data["auth_secret"] is None:
             raise ValueError("the demo login signs tokens: set SSE_AUTH_SECRET too")
         return enabled
+
+
+{%- if cookiecutter.broker == "redis" %}
+
+
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` as pairs; ValueError naming the first bad one."""
+    addresses = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")  # [::1]:26379
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port (e.g. 10.0.0.5:26379)")
+        addresses.append((host, int(port)))
+    if text and not addresses:
+        raise ValueError("no sentinel address: host:port,host:port")
+    return addresses
+{%- endif %}
 
 
 def load_settings() -> Settings:

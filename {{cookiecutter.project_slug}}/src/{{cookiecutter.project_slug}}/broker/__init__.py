@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+{% if cookiecutter.broker == "redis" -%}
+from ..settings import Settings, sentinel_addresses
+{%- else -%}
 from ..settings import Settings
+{%- endif %}
 from .base import Broker, BrokerUnavailable
 from .fanout import Subscription
 {%- if cookiecutter.broker == "memory" %}
@@ -31,6 +35,10 @@ def create_broker(settings: Settings) -> Broker:
         url=settings.redis_url,
         history_size=settings.history_size,
         replay_max_bytes=settings.replay_max_bytes,
+        sentinels=sentinel_addresses(settings.redis_sentinels),
+        master=settings.redis_sentinel_master,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout=settings.redis_wait_timeout,
     )
 {%- else %}
     return MemoryBroker(

@@ -5,7 +5,9 @@
   PUBLISH of the message with the id XADD gave it. The stream id is the SSE id, so an id
   from any worker resumes on any other. A publish is acknowledged only once the script
   returned, so no acknowledged message is lost unless Redis itself loses it: run it
-  with AOF persistence.
+  with AOF persistence. With `wait_replicas`, only once that many replicas have it too
+  (WAIT, on the script's connection): then a failover to one of them loses nothing
+  acknowledged (see redis_sentinel.py for following the master).
 - Live delivery: one pub/sub connection per worker for all channels (see redis_live.py).
   Commands (publish, history reads) share a small blocking pool, so a worker holds at
   most POOL + 1 connections to Redis however many channels and clients it serves.
@@ -24,14 +26,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, Sentinel
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .base import Broker, BrokerUnavailable
 from .messages import Key, Message, Page, format_id, make_message, parse_id
 from .redis_live import LOST, LiveChannels
+from .redis_sentinel import describe, sentinel_pool
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -61,12 +65,21 @@ class RedisBroker(Broker):
     name = "redis"
 
     def __init__(
-        self, *, url: str, history_size: int, replay_max_bytes: int = 8 * 1024 * 1024
+        self,
+        *,
+        url: str,
+        history_size: int,
+        replay_max_bytes: int = 8 * 1024 * 1024,
+        sentinels: Sequence[tuple[str, int]] = (),
+        master: str = "",
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         super().__init__(replay_max_bytes=replay_max_bytes)
         self.history_size = history_size
-        pool = BlockingConnectionPool.from_url(
-            url,
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
+        options: dict[str, Any] = dict(
             max_connections=POOL,
             timeout=None,  # wait for a connection: commands are short
             socket_timeout=5.0,
@@ -74,10 +87,16 @@ class RedisBroker(Broker):
             # One quick retry covers a pooled connection that went stale (Redis restarted).
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
         )
+        self.sentinel: Sentinel | None = None
+        if sentinels:
+            self.sentinel, pool = sentinel_pool(url, sentinels, master, **options)
+            self.where = describe(sentinels, master)
+        else:
+            pool = BlockingConnectionPool.from_url(url, **options)
+            kwargs = pool.connection_kwargs
+            # Where Redis is, for messages; never the URL itself, which may hold a password.
+            self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self.redis = Redis(connection_pool=pool)
-        kwargs = pool.connection_kwargs
-        # Where Redis is, for messages; never the URL itself, which may hold a password.
-        self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self._publish = self.redis.register_script(PUBLISH)
         self._pages: SingleFlight[tuple[str, str, int], Page] = SingleFlight()
         self.live = LiveChannels(
@@ -98,8 +117,12 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         try:
             await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT)
+        except MasterNotFoundError:  # its text lists every sentinel client's settings
+            reason = "no sentinel answered with a master that is up"
+            raise BrokerUnavailable(f"cannot reach Redis at {self.where}: {reason}") from None
         except (*LOST, RedisError) as exc:
-            raise BrokerUnavailable(f"cannot reach Redis at {self.where}: {exc}") from None
+            reason = str(exc) or f"no answer within {PING_TIMEOUT:g} s"
+            raise BrokerUnavailable(f"cannot reach Redis at {self.where}: {reason}") from None
         self.live.start()
         # Streams are served only once live delivery is up (see `available`).
         try:
@@ -114,6 +137,8 @@ class RedisBroker(Broker):
         await self.live.stop()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()  # a pool passed in is not closed with it
+        if self.sentinel is not None:  # (Sentinel.aclose is new in redis-py 8)
+            await asyncio.gather(*(client.aclose() for client in self.sentinel.sentinels))
 
     @property
     def available(self) -> bool:
@@ -154,14 +179,47 @@ class RedisBroker(Broker):
     # -- publishing and history ----------------------------------------------------------
 
     async def publish(self, channel: str, event: str, data: str) -> str:
-        args = [self.history_size, event, data, LIVE_PREFIX + channel]
+        key, args = KEY_PREFIX + channel, [self.history_size, event, data, LIVE_PREFIX + channel]
         try:
-            entry_id = await self._publish(keys=[KEY_PREFIX + channel], args=args)
+            if self.wait_replicas:
+                entry_id, replicas = await self._publish_and_wait(key, args)
+            else:
+                entry_id, replicas = await self._publish(keys=[key], args=args), 0
         except LOST as exc:
             raise BrokerUnavailable(f"Redis at {self.where} is unreachable") from exc
         except RedisError as exc:  # e.g. out of memory: refused, but not gone
             raise BrokerUnavailable(f"Redis refused the message: {exc}") from exc
+        if replicas < self.wait_replicas:
+            raise BrokerUnavailable(
+                f"message {entry_id.decode()} is on the Redis master and was sent to "
+                f"subscribers, but {replicas} of the {self.wait_replicas} replicas required "
+                f"confirmed it within {self.wait_timeout:g} s: it may be lost if the master "
+                "fails; publishing it again stores a second copy, with a new id"
+            )
         return entry_id.decode()
+
+    async def _publish_and_wait(self, key: str, args: list[Any]) -> tuple[bytes, int]:
+        """The publish script, then WAIT: (id, replicas that have it), in one round trip."""
+        try:
+            return await self._run_and_wait("EVALSHA", self._publish.sha, key, args)
+        except NoScriptError:
+            # A master that does not know the script yet (a replica promoted since)
+            # refused it without running it: sending the source makes no second copy.
+            return await self._run_and_wait("EVAL", PUBLISH, key, args)
+
+    async def _run_and_wait(
+        self, command: str, script: str, key: str, args: list[Any]
+    ) -> tuple[bytes, int]:
+        # WAIT counts the writes of its own connection: the pipeline keeps them on one.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command(command, script, 1, key, *args)
+            pipe.wait(self.wait_replicas, max(1, round(self.wait_timeout * 1000)))
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply  # as Redis gave it (raised here, it would quote the message)
+        entry_id, replicas = replies
+        return entry_id, int(replicas)
 
     async def page(self, channel: str, after: str, count: int) -> Page:
         try:
