@@ -238,6 +238,13 @@ class Reader:
         return [event for event in self.subscription.events if event.data != DONE]
 
 
+def join(threads: list[threading.Thread], timeout: float = 10) -> None:
+    """Wait for `threads`, at most `timeout` seconds for all of them together."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def stream_id(event_id: str) -> tuple[int, int]:
     milliseconds, sequence = event_id.split("-")
     return int(milliseconds), int(sequence)
@@ -275,22 +282,24 @@ def test_clients_fail_over_when_a_host_becomes_unreachable(tmp_path: Path):
             )
             for n, host in enumerate(machines)
         ]
+        # The readers' threads end once told to stop and nginx has gone (which ends the
+        # connections they read), whatever happens: in that order, before the workers.
+        stop = threading.Event()
+        threads: list[threading.Thread] = []
+        stack.callback(join, threads)
         upstreams = [f"{host.address}:{w.port}" for host, w in zip(machines, workers, strict=True)]
         url = stack.enter_context(nginx(tmp_path, upstreams))
+        stack.callback(stop.set)
 
-        # The readers, spread over the hosts by nginx; stopped (and nginx with them,
-        # which ends their connections) whatever happens.
-        stop = threading.Event()
+        # The readers, spread over the hosts by nginx.
         readers = [
             Reader(f"{url}/channels/{channel}/events", channel)
             for channel in channels
             for _ in range(READERS_PER_CHANNEL)
         ]
-        threads = [threading.Thread(target=r.run, args=(stop,), daemon=True) for r in readers]
-        stack.callback(lambda: [thread.join(10) for thread in threads])
-        stack.callback(stop.set)
-        for thread in threads:
-            thread.start()
+        for reader in readers:
+            threads.append(threading.Thread(target=reader.run, args=(stop,), daemon=True))
+            threads[-1].start()
         deadline = time.monotonic() + 20
         for reader in readers:
             assert reader.live.wait(max(0.0, deadline - time.monotonic())), reader.failure
