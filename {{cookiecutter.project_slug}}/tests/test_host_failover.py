@@ -69,7 +69,11 @@ class Host:
 
 
 def ip_command() -> list[str]:
-    """`ip`, or skip (fail in CI) saying why: namespaces and their processes need root."""
+    """`ip`, or skip (fail in CI) saying why.
+
+    Root itself, not sudo: the workers run as root inside the namespaces, and the test
+    must be able to stop them by PID.
+    """
     if shutil.which("ip") is None:
         reason = "needs the `ip` command (iproute2)"
     elif os.geteuid() != 0:
@@ -110,9 +114,10 @@ def hosts(ip: list[str], count: int) -> Iterator[list[Host]]:
             run("-n", host.namespace, "link", "set", "lo", "up")
             run("-n", host.namespace, "addr", "add", f"{host.address}/30", "dev", host.link)
             run("-n", host.namespace, "link", "set", host.link, "up")
-            # Its hardware address, fixed here: once the link is cut, packets to the host
-            # vanish, as they do for a host behind a router, instead of failing fast when
-            # this side's ARP gives up (which a host on another network never does).
+            # Its hardware address, fixed on this side: once the link is cut, packets to
+            # the host vanish for good, as for a host behind a router. (Left to ARP, this
+            # side would give up on the address after a while and answer "no route to
+            # host" at once: an easier case.)
             [info] = json.loads(run("-n", host.namespace, "-j", "link", "show", host.link))
             run(
                 *("neigh", "replace", host.address, "lladdr", info["address"]),
@@ -122,8 +127,8 @@ def hosts(ip: list[str], count: int) -> Iterator[list[Host]]:
     finally:
         for host in made:
             # Removing a namespace removes its end of the pair, and with it the other end.
-            subprocess.run([*ip, "netns", "delete", host.namespace], capture_output=True)
-            subprocess.run([*ip, "link", "delete", host.local_link], capture_output=True)
+            for what in (("netns", host.namespace), ("link", host.local_link)):
+                subprocess.run([*ip, what[0], "delete", what[1]], capture_output=True, timeout=10)
 
 
 def proxy_conf(upstreams: list[str], port: int) -> str:
@@ -195,12 +200,11 @@ class Reader:
     #: Requests sent, and streams opened (a 200 with its headers).
     attempts: int = 0
     connects: int = 0
-    #: The reconnection time the stream asked for, in seconds (0 until it has).
-    retry: float = 0.0
+    #: The reconnection time, in seconds: the test's until a stream sets it (`retry:`).
+    retry: float = RETRY_MS / 1000
     subscription: Subscription = field(default_factory=lambda: Subscription(iter(())))
 
     def run(self, stop: threading.Event) -> None:
-        delay = RETRY_MS / 1000
         with httpx.Client(timeout=httpx.Timeout(10, read=None)) as client:
             while not stop.is_set():
                 last_id = self.subscription.last_id
@@ -208,21 +212,18 @@ class Reader:
                 self.attempts += 1
                 try:
                     with client.stream("GET", self.url, headers=headers) as response:
-                        self.connects += 1
                         if response.status_code != 200:
                             self.failure = f"HTTP {response.status_code}"
                             return
-                        lines = response.iter_lines()
-                        self.subscription.lines = self.watch(lines)
+                        self.connects += 1
+                        self.subscription.lines = self.watch(response.iter_lines())
                         while (event := self.subscription.next_event()) is not None:
                             if event.data == DONE:
                                 self.done.set()
                                 return
-                        # Fields that are not events: the spec's reconnection time.
-                        delay = self.retry or delay
                 except httpx.TransportError:
-                    delay = self.retry or delay
-                stop.wait(delay)
+                    pass  # the connection failed or was cut: reconnect, as after an end
+                stop.wait(self.retry)
 
     def watch(self, lines: Iterator[str]) -> Iterator[str]:
         """The lines, noting `: live` (subscribed) and `retry:` (the reconnection time)."""
@@ -230,7 +231,7 @@ class Reader:
             if line == ": live":
                 self.live.set()
             elif line.startswith("retry:") and line[6:].strip().isdigit():
-                self.retry = int(line[6:]) / 1000
+                self.retry = int(line[6:]) / 1000  # not an event: the Subscription skips it
             yield line
 
     @property
@@ -321,7 +322,9 @@ def test_clients_fail_over_when_a_host_becomes_unreachable(tmp_path: Path):
             if elapsed > BEFORE_CUT + AFTER_CUT:
                 break
             if cut_at is None and elapsed > BEFORE_CUT:
-                # The host stays up, its worker too; its link goes dark.
+                # The host stays up, its worker too; its end of the link goes down. (Not
+                # this side's end: that would take the route to the host away, and send its
+                # address to the default route.)
                 link_down = [*ip, "-n", cut_host.namespace, "link", "set", cut_host.link, "down"]
                 subprocess.run(link_down, check=True, timeout=10)
                 cut_at = time.monotonic()
@@ -358,7 +361,7 @@ def test_clients_fail_over_when_a_host_becomes_unreachable(tmp_path: Path):
         print(
             f"publishes: {answers} ({answers_after_cut} after the cut); "
             f"{on_cut_host} readers on the cut host; "
-            f"all done {time.monotonic() - cut_at:.1f} s after the cut; "
+            f"every reader done {time.monotonic() - published:.1f} s after the last message; "
             f"requests per reader: {sorted({r.attempts for r in readers})}"
         )
         failed = [r.failure for r in readers if r.failure]
