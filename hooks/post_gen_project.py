@@ -24,6 +24,7 @@ ONLY_FOR = {
         Path("tests") / "test_redis_outage.py",
         Path("tests") / "test_redis_sentinel.py",
         Path("tests") / "test_multiprocess.py",
+        Path("tests") / "test_host_failover.py",
     ],
 }
 

@@ -101,6 +101,7 @@ def test_only_the_chosen_broker_is_baked(baked: tuple[str, Path]):
         root / "tests/test_redis_outage.py",
         root / "tests/test_redis_sentinel.py",
         root / "tests/test_multiprocess.py",
+        root / "tests/test_host_failover.py",
     ]
     memory_files = [package / "broker/memory.py", root / "tests/test_broker_memory.py"]
     chosen, other = redis_files, memory_files

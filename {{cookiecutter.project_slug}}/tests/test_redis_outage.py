@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -73,6 +74,44 @@ def test_redis_lost_and_back(tmp_path: Path):
         later = publish(client, app.url, channel, "after the outage")
         with subscribe(client, app.url, channel, last_id=acked[0]) as resumed:
             assert [event.id for event in resumed.events] == [*acked[1:], later]
+
+
+@pytest.mark.slow
+def test_a_redis_that_stops_answering_is_given_up_and_found_again(tmp_path: Path):
+    """Redis frozen (SIGSTOP): its connections stay open and nothing answers on them.
+
+    That is what a Redis, or the worker's own host, cut off the network looks like to the
+    worker: no error, only silence. After SILENCE (10 s) without even a PONG the worker
+    takes the subscription connection for dead, after 5 s more it ends its streams, and
+    once Redis answers again it serves as before.
+    """
+    with (
+        redis_server(tmp_path) as redis,
+        run_server(Settings(redis_url=redis.url, retry_ms=100, heartbeat_interval=1)) as app,
+        httpx.Client(timeout=10) as client,
+    ):
+        assert redis.process is not None
+        channel = new_channel()
+        with subscribe(client, app.url, channel) as subscription:
+            acked = publish(client, app.url, channel, "before")
+            assert subscription.take(1)[0].id == acked
+            redis.process.send_signal(signal.SIGSTOP)
+            try:
+                frozen = time.monotonic()
+                # Heartbeats keep coming until the stream ends; 10 + 5 s, and room.
+                for _ in subscription.lines:
+                    assert time.monotonic() - frozen < 25, "the stream outlived a silent Redis"
+                ended = time.monotonic() - frozen
+                health = client.get(app.url + "/healthz")
+            finally:
+                redis.process.send_signal(signal.SIGCONT)
+        assert ended >= 10, f"ended after {ended:.1f} s: a silent Redis is given 10 s"
+        assert health.status_code == 503, health.text
+
+        assert wait_for(lambda: client.get(app.url + "/healthz").status_code == 200, 15)
+        with subscribe(client, app.url, channel, last_id=acked) as resumed:
+            later = publish(client, app.url, channel, "after")
+            assert [event.id for event in resumed.take(1)] == [later]
 
 
 def test_a_paused_redis_loses_no_stream(redis_db: RedisServer, serve, client: httpx.Client):

@@ -198,7 +198,7 @@ class LiveChannels:
         for start in range(0, len(names), BATCH):
             await self._send("SUBSCRIBE", *(self.prefix + n for n in names[start : start + BATCH]))
         while waiting:
-            reply = await connection.read_response(timeout=SILENCE)
+            reply = await self._read(connection)
             if reply[0] == b"subscribe":
                 waiting.discard(reply[1].decode()[len(self.prefix) :])
             self._handle(reply)
@@ -211,9 +211,19 @@ class LiveChannels:
         keeper = asyncio.create_task(self._keep(connection))
         try:
             while True:
-                self._handle(await connection.read_response(timeout=SILENCE))
+                self._handle(await self._read(connection))
         finally:
             keeper.cancel()
+
+    async def _read(self, connection: AbstractConnection) -> Any:
+        """The next reply; none for SILENCE seconds, not even a PONG: the connection is dead.
+
+        (redis-py returns None when a read's own timeout passes, rather than raising.)
+        """
+        reply = await connection.read_response(timeout=SILENCE)
+        if reply is None:
+            raise RedisTimeoutError(f"nothing heard from Redis for {SILENCE:g} s")
+        return reply
 
     async def _resync(self, names: list[str]) -> None:
         """After a reconnect: fill each channel's gap, from the id it last delivered."""
