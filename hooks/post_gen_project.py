@@ -17,8 +17,11 @@ ONLY_FOR = {
     "redis": [
         PACKAGE / "broker" / "redis.py",
         PACKAGE / "broker" / "redis_live.py",
+        PACKAGE / "broker" / "redis_cluster.py",
         PACKAGE / "broker" / "singleflight.py",
         Path("tests") / "redis_server.py",
+        Path("tests") / "redis_cluster.py",
+        Path("tests") / "test_redis_cluster.py",
         Path("tests") / "test_broker_redis.py",
         Path("tests") / "test_redis_outage.py",
         Path("tests") / "test_multiprocess.py",

@@ -11,6 +11,7 @@ from .memory import MemoryBroker
 from .messages import BadEventId, Message, Page, parse_id
 {%- if cookiecutter.broker == "redis" %}
 from .redis import RedisBroker
+from .redis_cluster import RedisClusterBroker
 {%- endif %}
 
 __all__ = [
@@ -27,7 +28,8 @@ __all__ = [
 
 def create_broker(settings: Settings) -> Broker:
 {%- if cookiecutter.broker == "redis" %}
-    return RedisBroker(
+    broker = RedisClusterBroker if settings.redis_cluster else RedisBroker
+    return broker(
         url=settings.redis_url,
         history_size=settings.history_size,
         replay_max_bytes=settings.replay_max_bytes,

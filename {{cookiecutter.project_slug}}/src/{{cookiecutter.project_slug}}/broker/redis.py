@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .base import Broker, BrokerUnavailable
 from .messages import Key, Message, Page, format_id, make_message, parse_id
-from .redis_live import LOST, LiveChannels
+from .redis_live import LOST, LiveChannels, tagged
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,36 @@ return id
 """
 
 
+def stream_key(channel: str) -> str:
+    """The channel's stream. The `{name}` hash tag puts every key of a channel in one
+    slot of a Redis Cluster (the publish script touches the stream and the live channel
+    at once); on a single Redis it is only part of the name."""
+    return tagged(KEY_PREFIX, channel)
+
+
+def live_key(channel: str) -> str:
+    """The pub/sub channel of its live messages: the same hash tag as its stream."""
+    return tagged(LIVE_PREFIX, channel)
+
+
 class RedisBroker(Broker):
     name = "redis"
+    publish_script = PUBLISH
 
     def __init__(
         self, *, url: str, history_size: int, replay_max_bytes: int = 8 * 1024 * 1024
     ) -> None:
         super().__init__(replay_max_bytes=replay_max_bytes)
         self.history_size = history_size
+        self.redis, self.where = self._client(url)
+        self._publish = self.redis.register_script(self.publish_script)
+        self._pages: SingleFlight[tuple[str, str, int], Page] = SingleFlight()
+        self.live = self._live_channels()
+        self._problem: str | None = None
+        self._outage: asyncio.TimerHandle | None = None
+
+    def _client(self, url: str) -> tuple[Redis, str]:
+        """The client for commands, and where Redis is (for messages)."""
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=POOL,
@@ -74,13 +96,13 @@ class RedisBroker(Broker):
             # One quick retry covers a pooled connection that went stale (Redis restarted).
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
         )
-        self.redis = Redis(connection_pool=pool)
         kwargs = pool.connection_kwargs
-        # Where Redis is, for messages; never the URL itself, which may hold a password.
-        self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        self._publish = self.redis.register_script(PUBLISH)
-        self._pages: SingleFlight[tuple[str, str, int], Page] = SingleFlight()
-        self.live = LiveChannels(
+        # Never the URL itself, which may hold a password.
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return Redis(connection_pool=pool), where
+
+    def _live_channels(self) -> LiveChannels:
+        return LiveChannels(
             redis=self.redis,
             prefix=LIVE_PREFIX,
             deliver=self._deliver,
@@ -90,8 +112,6 @@ class RedisBroker(Broker):
             on_lost=self._lost,
             on_back=self._back,
         )
-        self._problem: str | None = None
-        self._outage: asyncio.TimerHandle | None = None
 
     # -- lifecycle and health ------------------------------------------------------------
 
@@ -154,9 +174,9 @@ class RedisBroker(Broker):
     # -- publishing and history ----------------------------------------------------------
 
     async def publish(self, channel: str, event: str, data: str) -> str:
-        args = [self.history_size, event, data, LIVE_PREFIX + channel]
+        args = [self.history_size, event, data, live_key(channel)]
         try:
-            entry_id = await self._publish(keys=[KEY_PREFIX + channel], args=args)
+            entry_id = await self._publish(keys=[stream_key(channel)], args=args)
         except LOST as exc:
             raise BrokerUnavailable(f"Redis at {self.where} is unreachable") from exc
         except RedisError as exc:  # e.g. out of memory: refused, but not gone
@@ -173,7 +193,7 @@ class RedisBroker(Broker):
 
     async def _page(self, channel: str, after: str, count: int) -> Page:
         # The common case in one command: `after` still in the stream, read from it on.
-        entries = await self.redis.xrange(KEY_PREFIX + channel, min=after, max="+", count=count + 1)
+        entries = await self.redis.xrange(stream_key(channel), min=after, max="+", count=count + 1)
         if entries and entries[0][0].decode() == after:
             messages = [_message(entry_id, fields) for entry_id, fields in entries[1:]]
             return Page(messages, len(messages) < count)
@@ -181,7 +201,7 @@ class RedisBroker(Broker):
 
     async def _page_checked(self, channel: str, after: str, count: int) -> Page:
         """History after an id that is not in the stream, with the stream's state (MULTI)."""
-        key = KEY_PREFIX + channel
+        key = stream_key(channel)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(key)
             pipe.xrange(key, min="(" + after, max="+", count=count)
@@ -209,7 +229,7 @@ class RedisBroker(Broker):
     async def _newest(self, channels: Sequence[str]) -> list[Key]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for channel in channels:
-                pipe.xrevrange(KEY_PREFIX + channel, max="+", min="-", count=1)
+                pipe.xrevrange(stream_key(channel), max="+", min="-", count=1)
             replies = await pipe.execute()
         return [parse_id(entries[0][0].decode()) if entries else (0, 0) for entries in replies]
 
