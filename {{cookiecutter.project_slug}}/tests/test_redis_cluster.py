@@ -9,23 +9,25 @@ after its id exactly once, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 
-from sse_demo.broker import BrokerUnavailable, create_broker, parse_id
-from sse_demo.broker.redis import POOL, live_key, stream_key
-from sse_demo.broker.redis_cluster import SPARE, RedisClusterBroker
-from sse_demo.channels import follow
-from sse_demo.delivery import ReceiveStream
-from sse_demo.settings import Settings, load_settings
+from {{ cookiecutter.project_slug }}.broker import BrokerUnavailable, create_broker, parse_id
+from {{ cookiecutter.project_slug }}.broker.redis import POOL, live_key, stream_key
+from {{ cookiecutter.project_slug }}.broker.redis_cluster import SPARE, RedisClusterBroker
+from {{ cookiecutter.project_slug }}.channels import follow
+from {{ cookiecutter.project_slug }}.delivery import ReceiveStream
+from {{ cookiecutter.project_slug }}.settings import Settings, load_settings
 
-from redis_cluster import RedisClusterServers
+from redis_cluster import RedisClusterServers, redis_cluster
 from sse_client import new_channel
 
 T = TypeVar("T")
@@ -53,6 +55,35 @@ class Reader:
         async with aclosing(self.chunks) as chunks:
             async for chunk in chunks:
                 self.ids.extend(each.decode() for each in _ID.findall(chunk))
+
+
+class Follower:
+    """A subscriber that, like an EventSource, resumes by its last id when its stream ends."""
+
+    def __init__(self, broker: RedisClusterBroker, channel: str, after: str) -> None:
+        self.broker = broker
+        self.channel = channel
+        self.after = after
+        self.ids: list[str] = []
+        self.resumed = 0
+        self.reader = Reader(broker, channel, after)
+        self.closed = False
+
+    async def run(self) -> None:
+        while True:
+            await self.reader.run()
+            self.ids.extend(self.reader.ids)
+            if self.closed:
+                return
+            self.resumed += 1
+            await asyncio.sleep(0.2)  # as a client's retry
+            self.reader = Reader(
+                self.broker, self.channel, self.ids[-1] if self.ids else self.after
+            )
+
+    def close(self) -> None:
+        self.closed = True
+        self.reader.stream.close("gone")
 
 
 def broker_on(cluster: RedisClusterServers) -> RedisClusterBroker:
@@ -88,7 +119,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
 
 async def master_of(cluster: RedisClusterServers, channel: str) -> int:
     """The port of the master serving the channel's slot, as the cluster says now."""
-    async with RedisCluster.from_url(cluster.url) as client:
+    async with RedisCluster.from_url(f"redis://127.0.0.1:{cluster.alive()[0]}") as client:
         node = client.get_node_from_key(stream_key(channel))
         assert node is not None
         return int(node.port)
@@ -111,7 +142,7 @@ def spread_channels(cluster: RedisClusterServers, per_master: int) -> dict[int, 
     return asyncio.run(pick())
 
 
-def check_exact(published: dict[str, list[str]], readers: list[Reader]) -> None:
+def check_exact(published: dict[str, list[str]], readers: Sequence[Reader | Follower]) -> None:
     wrong = []
     for reader in readers:
         in_order = sorted(published[reader.channel], key=parse_id)
@@ -290,3 +321,97 @@ def test_a_cluster_url_that_cannot_work_is_one_readable_error(
         load_settings()
     assert str(exited.value).startswith("Invalid settings: SSE_REDIS_CLUSTER=")
     assert reason in str(exited.value) and "; " not in str(exited.value)
+
+
+@pytest.fixture
+def cluster_with_replicas(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """Three masters with a replica each, for one test (it kills a master). A replica
+    takes over some seconds after the node timeout, so past the workers' 5 s grace."""
+    with redis_cluster(tmp_path, "--cluster-node-timeout", "5000", replicas=1) as cluster:
+        yield cluster
+
+
+async def replicated(cluster: RedisClusterServers, master: int, replica: int) -> bool:
+    async with (
+        Redis(host="127.0.0.1", port=master) as a,
+        Redis(host="127.0.0.1", port=replica) as b,
+    ):
+        ahead = (await a.info("replication"))["master_repl_offset"]
+        return int((await b.info("replication"))["slave_repl_offset"]) >= int(ahead)
+
+
+@pytest.mark.slow
+def test_a_master_killed_its_replica_takes_over_and_nothing_acknowledged_is_lost(
+    cluster_with_replicas: RedisClusterServers,
+):
+    """SIGKILL the master of one channel while two workers publish to it and to a channel
+    on another master: its replica takes over, the workers find it, subscribe there and
+    fill the gap. The failover takes longer than the workers wait, so the streams of the
+    lost master's channel end and resume by their last id; the other master's stay open.
+    Every subscriber gets every acknowledged message once, in order."""
+    cluster = cluster_with_replicas
+    by_master = spread_channels(cluster, per_master=1)
+    doomed_master = cluster.ports[0]
+    doomed, spared = by_master[doomed_master][0], by_master[cluster.ports[1]][0]
+    replica = cluster.replica_of(doomed_master)
+
+    async def test(
+        brokers: list[RedisClusterBroker],
+    ) -> tuple[dict[str, list[str]], list[Follower]]:
+        acknowledged = {
+            ch: [await brokers[0].publish(ch, "message", "0")] for ch in (doomed, spared)
+        }
+        followers = [Follower(b, ch, ids[0]) for b in brokers for ch, ids in acknowledged.items()]
+        tasks = [asyncio.create_task(follower.run()) for follower in followers]
+        publishing, stop = asyncio.Event(), False
+
+        async def publish(channel: str) -> None:
+            n = 0
+            while not stop:
+                await publishing.wait()
+                # BrokerUnavailable while the master is away: retryable, not acknowledged.
+                with contextlib.suppress(BrokerUnavailable):
+                    acknowledged[channel].append(
+                        await brokers[n % 2].publish(channel, "message", "x")
+                    )
+                n += 1
+                await asyncio.sleep(0.005)
+
+        publishing.set()
+        publishers = [asyncio.create_task(publish(channel)) for channel in acknowledged]
+        await until(lambda: all(len(ids) > 100 for ids in acknowledged.values()))
+        # Replication is asynchronous: kill the master once its replica has everything
+        # acknowledged, so that a loss could only be the workers'.
+        publishing.clear()
+        await asyncio.sleep(0.1)
+        await until_true(lambda: replicated(cluster, doomed_master, replica))
+        before = len(acknowledged[doomed])
+        cluster.kill(doomed_master)
+        publishing.set()
+        await until(lambda: len(acknowledged[doomed]) > before + 100, timeout=30)
+        stop = True
+        await asyncio.gather(*publishers)
+        assert await master_of(cluster, doomed) == replica
+        await until(
+            lambda: all(f.reader.ids[-1:] == acknowledged[f.channel][-1:] for f in followers)
+        )
+        async with Redis(host="127.0.0.1", port=replica) as admin:
+            reply = await admin.execute_command("PUBSUB", "SHARDNUMSUB", live_key(doomed))
+        assert reply[1] == len(brokers), "each worker subscribed on the new master"
+        for follower in followers:
+            follower.close()
+        await asyncio.gather(*tasks)
+        return acknowledged, followers
+
+    published, followers = with_workers(cluster, test)
+    check_exact(published, followers)
+    assert all(f.resumed == 0 for f in followers if f.channel == spared), "spared streams ended"
+    assert all(f.resumed > 0 for f in followers if f.channel == doomed)
+
+
+async def until_true(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)

@@ -24,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
+from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError, RedisClusterException, RedisError
 
 from .messages import Key, Message, Page
@@ -65,7 +68,8 @@ class RedisClusterBroker(RedisBroker):
             socket_connect_timeout=2.0,
         )
         # Where the cluster is, for messages; never the URL, which may hold a password.
-        return cluster, f"the Redis Cluster seeded at {next(iter(cluster.startup_nodes))}"
+        seed = urlsplit(url)
+        return cluster, f"{seed.hostname}:{seed.port or 6379} (Redis Cluster)"
 
     def _live_channels(self) -> ClusterLive:  # type: ignore[override]
         return ClusterLive(
@@ -83,6 +87,17 @@ class RedisClusterBroker(RedisBroker):
             self._outage.cancel()
         await self.live.stop()
         await self.redis.aclose()
+
+    def _end_streams(self) -> None:
+        # Only the streams of channels whose master is still away: the others go on.
+        self._outage = None
+        cut_off = self.live.cut_off()
+        if cut_off:
+            log.warning("%d channels' master is still away: ending their streams", len(cut_off))
+        for name in cut_off:
+            subscribers = self.local.get(name)
+            if subscribers is not None:
+                subscribers.close_all("broker")
 
     # Every command holds one of POOL turns, so no node's pool is ever asked for more.
 
@@ -158,6 +173,11 @@ class ClusterLive:
         assert live is not None, "ready() before acquire()"
         return await live.ready(name)
 
+    def cut_off(self) -> list[str]:
+        """The channels held on a master whose connection is down."""
+        down = [live for live in self.nodes.values() if not live.up.is_set()]
+        return [name for live in down for name in live.channels]
+
     # -- masters -------------------------------------------------------------------------
 
     def _add(self, node: ClusterNode) -> LiveChannels:
@@ -171,7 +191,7 @@ class ClusterLive:
             fill=self._fill,
             newest=self._newest,
             on_gap=self._on_gap,
-            on_lost=self._lost,
+            on_lost=partial(self._lost, node.name),
             on_back=self._back,
             sharded=True,
         )
@@ -200,10 +220,10 @@ class ClusterLive:
             self._add(node)
         return node.name
 
-    def _lost(self, exc: BaseException) -> None:
+    def _lost(self, master: str, exc: BaseException) -> None:
         if not isinstance(exc, (Moved, MovedError)):  # a move is no outage
             self.up.clear()
-            self.on_lost(exc)
+            self.on_lost(RedisConnectionError(f"master {master}: {exc}"))
         self.refresh()
 
     def _back(self) -> None:
