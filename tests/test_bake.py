@@ -94,8 +94,11 @@ def test_only_the_chosen_broker_is_baked(baked: tuple[str, Path]):
     redis_files = [
         package / "broker/redis.py",
         package / "broker/redis_live.py",
+        package / "broker/redis_cluster.py",
         package / "broker/singleflight.py",
         root / "tests/redis_server.py",
+        root / "tests/redis_cluster.py",
+        root / "tests/test_redis_cluster.py",
         root / "tests/test_broker_redis.py",
         root / "tests/test_redis_outage.py",
         root / "tests/test_multiprocess.py",
