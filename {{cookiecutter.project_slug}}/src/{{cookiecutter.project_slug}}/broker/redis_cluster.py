@@ -260,9 +260,7 @@ class ClusterLive:
             for name in list(holder.channels):
                 owner = self._owner(name)
                 if owner is not None and owner != held_by:
-                    channel = holder.channels.pop(name)
-                    channel.subscribed = False
-                    self.nodes[owner].channels[name] = channel
+                    holder.hand_over(name, self.nodes[owner])
                     arrived.add(owner)
         await asyncio.gather(*(self.nodes[name].resubscribe() for name in arrived))
         for name in [name for name, live in self.nodes.items() if name not in masters]:

@@ -166,6 +166,13 @@ class LiveChannels:
         if channel is not None:
             channel.idle_since = asyncio.get_running_loop().time()
 
+    def hand_over(self, name: str, other: LiveChannels) -> None:
+        """Move a channel to another connection (its Cluster slot moved there) with the
+        id it last delivered; `other.resubscribe()` then fills its gap from that id."""
+        channel = self.channels.pop(name)
+        channel.subscribed = False
+        other.channels[name] = channel
+
     async def resubscribe(self) -> None:
         """Make the connection again: every channel is subscribed and its gap filled, as
         after a loss (for channels just moved here from another node)."""
