@@ -23,15 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from urllib.parse import urlsplit
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import (
+    ClusterError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MovedError, RedisClusterException, RedisError
 
+from .base import BrokerUnavailable
 from .messages import Key, Message, Page
 from .redis import LIVE_PREFIX, POOL, RedisBroker, live_key
 from .redis_live import LOST, Fill, LiveChannels, Moved, Newest
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Connections a node's pool may open beyond POOL: re-reading the slots takes one.
 SPARE = 2
+#: A cluster that cannot serve right now (a master lost and not yet replaced).
+UNSERVED = (RedisClusterException, ClusterError, TryAgainError)
 
 # As redis.py's, with SPUBLISH: the message is delivered by the channel's master only.
 PUBLISH = """
@@ -99,22 +109,37 @@ class RedisClusterBroker(RedisBroker):
             if subscribers is not None:
                 subscribers.close_all("broker")
 
-    # Every command holds one of POOL turns, so no node's pool is ever asked for more.
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One of POOL turns for a command, so no node's pool is asked for more. A
+        cluster that cannot serve now (CLUSTERDOWN, TRYAGAIN; no node answers or a slot
+        has no master, which redis-py raises outside RedisError) is Redis unreachable."""
+        async with self._commands:
+            try:
+                yield
+            except UNSERVED as exc:
+                raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
     async def check(self) -> str | None:
-        async with self._commands:
-            return await super().check()
+        try:
+            async with self._turn():
+                return await super().check()
+        except RedisConnectionError as exc:
+            return f"Redis at {self.where} is unreachable: {exc}"
 
     async def publish(self, channel: str, event: str, data: str) -> str:
-        async with self._commands:
-            return await super().publish(channel, event, data)
+        try:
+            async with self._turn():
+                return await super().publish(channel, event, data)
+        except RedisConnectionError as exc:
+            raise BrokerUnavailable(f"Redis at {self.where} is unreachable") from exc
 
     async def _page(self, channel: str, after: str, count: int) -> Page:
-        async with self._commands:
+        async with self._turn():
             return await super()._page(channel, after, count)
 
     async def _newest(self, channels: Sequence[str]) -> list[Key]:
-        async with self._commands:
+        async with self._turn():
             return await super()._newest(channels)
 
 
