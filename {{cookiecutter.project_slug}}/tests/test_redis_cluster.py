@@ -2,8 +2,9 @@
 
 Channels are picked so that their slots land on every master; subscribers resume by
 Last-Event-ID on two workers (two brokers) while messages are published; a slot is
-moved to another master mid-run. Each subscriber must get every acknowledged message
-after its id exactly once, in order.
+moved to another master mid-run; on a cluster of its own with replicas, a master is
+killed. Each subscriber must get every acknowledged message after its id exactly once,
+in order; connections per master stay bounded.
 """
 
 from __future__ import annotations
