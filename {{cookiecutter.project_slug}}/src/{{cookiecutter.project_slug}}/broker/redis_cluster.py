@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Connections a node's pool may open beyond POOL: re-reading the slots takes one.
 SPARE = 2
+#: Seconds between two readings of the slots when one more was asked for meanwhile.
+AGAIN_AFTER = 0.1
 #: A cluster that cannot serve right now (a master lost and not yet replaced).
 UNSERVED = (RedisClusterException, ClusterError, TryAgainError)
 
@@ -277,6 +279,7 @@ class ClusterLive:
             await self._move()
             if not self._again:
                 return
+            await asyncio.sleep(AGAIN_AFTER)  # asked again meanwhile: not in a tight loop
 
     async def _move(self) -> None:
         masters = {node.name for node in self.cluster.get_primaries()}
