@@ -121,9 +121,15 @@ def redis_cluster(workdir: Path, *options: str, replicas: int = 0) -> Iterator[R
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                 *("--cluster-node-timeout", "2000", "--appendonly", "no", *options),
             )
-            server.port = cluster_port()
-            server.url = f"redis://127.0.0.1:{server.port}/0"
-            server.start()
+            for attempt in range(3):  # a port taken meanwhile: another one
+                server.port = cluster_port()
+                server.url = f"redis://127.0.0.1:{server.port}/0"
+                try:
+                    server.start()
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
             stack.callback(server.stop)
             servers.append(server)
         cluster = RedisClusterServers(servers, cli)
