@@ -8,6 +8,10 @@ expected, publish-to-receive p50/p99, the connections Redis holds, and the worke
   redis-server. The publisher runs here and sends straight to Redis with the bake's own
   publish script (pipelined), as another service would: 10,000 HTTP publishes a second
   would measure the POST route on this machine's two cores, not delivery.
+- `redis-cluster` (not run unless named in `--brokers`): the same two workers of the
+  Redis bake on a private three-master Redis Cluster (SSE_REDIS_CLUSTER=1), published to
+  with the bake's cluster publish script through redis-py's RedisCluster (pipelined per
+  master); Redis connections are summed over the masters, and the most on one is shown.
 - `memory`: one worker; the memory broker lives in it, so messages are published to it
   over HTTP (on a few keep-alive connections), and that cost is in its CPU.
 """
@@ -39,7 +43,7 @@ PIPELINE = 200  # publishes per round trip to Redis
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.s4")
     parser.add_argument("--channels", default="1000,10000", help="sizes, comma-separated")
-    parser.add_argument("--brokers", default="redis,memory")
+    parser.add_argument("--brokers", default="redis,memory", help="of redis, redis-cluster, memory")
     parser.add_argument("--messages", type=int, default=10, help="rounds, one per interval")
     parser.add_argument("--publish-interval", type=float, default=1.0)
     parser.add_argument("--deadline", type=float, default=60.0)
@@ -62,29 +66,52 @@ def workers(src: Path, count: int, env: dict[str, str]) -> Iterator[list[tuple[i
         yield started
 
 
-def publish_redis(src: Path, url: str, channels: int, messages: int, interval: float) -> None:
+def publish_redis(
+    src: Path, url: str, cluster: bool, channels: int, messages: int, interval: float
+) -> None:
     """Every channel gets message `seq` at start + (seq - 1) x interval, through Redis."""
     import redis
 
     sys.path.insert(0, str(src))
     package = bake.app_module(src).split(".")[0]
     broker = importlib.import_module(f"{package}.broker.redis")
-    client = redis.Redis.from_url(url)
-    script = client.register_script(broker.PUBLISH)
+    if cluster:
+        # redis-py refuses EVALSHA in a cluster pipeline: one plain pipeline per master,
+        # each channel's message sent to the master of its slot.
+        nodes = redis.RedisCluster.from_url(url)
+        source = importlib.import_module(f"{package}.broker.redis_cluster").PUBLISH
+        clients = [nodes.get_redis_connection(node) for node in nodes.get_primaries()]
+        route = {
+            name: nodes.get_redis_connection(nodes.get_node_from_key(broker.stream_key(name)))
+            for name in map(channel_name, range(channels))
+        }
+    else:
+        single = redis.Redis.from_url(url)
+        source, clients = broker.PUBLISH, [single]
+        route = dict.fromkeys(map(channel_name, range(channels)), single)
+    (sha,) = {client.script_load(source) for client in clients}  # on every master
     start = time.monotonic()
     for seq in range(1, messages + 1):
         time.sleep(max(0.0, start + (seq - 1) * interval - time.monotonic()))
         # In pipelines of PIPELINE, each sent as soon as it is built: a message's time
         # stamp is taken just before it leaves, not while thousands more are queued.
         for first in range(0, channels, PIPELINE):
-            pipe = client.pipeline(transaction=False)
+            pipes: dict[int, Any] = {}
             for index in range(first, min(first + PIPELINE, channels)):
                 name = channel_name(index)
+                client = route[name]
+                pipe = pipes.get(id(client)) or pipes.setdefault(
+                    id(client), client.pipeline(transaction=False)
+                )
                 data = f"s4:{seq}:{time.monotonic():.6f}"
-                args = [20, "message", data, broker.LIVE_PREFIX + name]
-                script(keys=[broker.KEY_PREFIX + name], args=args, client=pipe)
-            pipe.execute()
-    client.close()
+                args = [20, "message", data, broker.live_key(name)]
+                pipe.evalsha(sha, 1, broker.stream_key(name), *args)
+            for pipe in pipes.values():
+                pipe.execute()
+    for client in clients:
+        client.close()
+    if cluster:
+        nodes.close()
 
 
 async def publish_http(port: int, channels: int, messages: int, interval: float) -> None:
@@ -112,21 +139,30 @@ async def publish_http(port: int, channels: int, messages: int, interval: float)
     )
 
 
-def redis_connections(url: str) -> int:
+def redis_connections(urls: list[str]) -> list[int]:
+    """The connections each Redis server (each master of a cluster) holds."""
     import redis
 
-    with redis.Redis.from_url(url) as admin:
-        return int(admin.info("clients")["connected_clients"]) - 1  # not counting itself
+    counts = []
+    for url in urls:
+        with redis.Redis.from_url(url) as admin:
+            counts.append(int(admin.info("clients")["connected_clients"]) - 1)  # not itself
+    return counts
 
 
 def run_one(broker: str, src: Path, channels: int, args: argparse.Namespace) -> dict[str, Any]:
     env = {"SSE_MAX_CLIENTS": "1000000", "SSE_HISTORY_SIZE": "20", "SSE_LOG_LEVEL": "warning"}
     with ExitStack() as stack:
-        url = None
+        urls: list[str] = []
         if broker == "redis":
-            url = stack.enter_context(redis_server.redis_url())
-            env["SSE_REDIS_URL"] = url
-        started = stack.enter_context(workers(src, 2 if broker == "redis" else 1, env))
+            urls = [stack.enter_context(redis_server.redis_url())]
+        elif broker == "redis-cluster":
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sse-s4-")))
+            urls = stack.enter_context(redis_server.redis_cluster_urls(workdir))
+            env["SSE_REDIS_CLUSTER"] = "1"
+        if urls:
+            env["SSE_REDIS_URL"] = urls[0]  # any master of a cluster: the others are found
+        started = stack.enter_context(workers(src, 2 if urls else 1, env))
         ports = ",".join(str(port) for _, port in started)
         loadgen = subprocess.Popen(
             procs.python_module(
@@ -143,10 +179,13 @@ def run_one(broker: str, src: Path, channels: int, args: argparse.Namespace) -> 
             if loadgen.stdout.readline().strip() != b"ready":
                 raise RuntimeError("the load generator did not get ready")
             cpu_before = sum(cpu_seconds(pid) for pid, _ in started)
-            connections = redis_connections(url) if url else None
-            if url:
-                publish_redis(src, url, channels, args.messages, args.publish_interval)
-                connections = max(connections or 0, redis_connections(url))
+            connections = redis_connections(urls)
+            if urls:
+                cluster = broker == "redis-cluster"
+                publish_redis(src, urls[0], cluster, channels, args.messages, args.publish_interval)
+                after = redis_connections(urls)
+                if sum(after) > sum(connections):
+                    connections = after
             else:
                 port = started[0][1]
                 asyncio.run(publish_http(port, channels, args.messages, args.publish_interval))
@@ -160,9 +199,17 @@ def run_one(broker: str, src: Path, channels: int, args: argparse.Namespace) -> 
         "channels": channels,
         "workers": len(started),
         **result,
-        "redis_connections": connections,
+        "redis_connections": sum(connections) if urls else None,
+        "redis_connections_most_on_one": max(connections) if urls else None,
         "workers_cpu_s": round(cpu, 2),
     }
+
+
+def shown_connections(row: dict[str, Any]) -> str:
+    total, most = row["redis_connections"], row.get("redis_connections_most_on_one")
+    if total is None:
+        return "-"
+    return f"{total} ({most} on one master)" if row["broker"] == "redis-cluster" else str(total)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -178,7 +225,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['broker']} | {row['channels']:,} | {row['workers']} "
             f"| {row['deliveries']:,} / {row['expected']:,} | {p50} | {p99} "
-            f"| {row['redis_connections'] if row['redis_connections'] is not None else '-'} "
+            f"| {shown_connections(row)} "
             f"| {row['workers_cpu_s']} s |"
         )
     return "\n".join(lines)
@@ -188,8 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="sse-s4-") as tmp:
+        baked: dict[str, Path] = {}
         for broker in args.brokers.split(","):
-            src = bake.bake(broker, Path(tmp))
+            # The cluster runs the Redis bake, with SSE_REDIS_CLUSTER=1.
+            kind = "redis" if broker == "redis-cluster" else broker
+            if kind not in baked:
+                baked[kind] = bake.bake(kind, Path(tmp))
+            src = baked[kind]
             for channels in (int(n) for n in args.channels.split(",")):
                 print(f"S4 {broker} n={channels}", file=sys.stderr, flush=True)
                 rows.append(run_one(broker, src, channels, args))

@@ -193,3 +193,23 @@ def test_wait_cost_times_both_settings_side_by_side(tmp_path: Path) -> None:
     }  # fmt: skip
     for result in measured:
         assert result["publishes"] == 5 and not result["refused"], result
+
+
+def test_s4_runs_on_a_redis_cluster(tmp_path: Path) -> None:
+    """S4 at tiny size on a three-master Redis Cluster: each message on each channel."""
+    out = tmp_path / "s4-cluster.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.s4", "--channels", str(CLIENTS)),
+            *("--brokers", "redis-cluster", "--messages", "2", "--publish-interval", "0.2"),
+            *("--deadline", "20", "--out", str(out)),
+        ],
+        cwd=TEMPLATE,
+        check=True,
+        timeout=240,
+    )
+    (result,) = json.loads(out.read_text())["rows"]
+    assert result["broker"] == "redis-cluster" and result["workers"] == 2
+    assert result["deliveries"] == result["expected"] == 2 * CLIENTS, result
+    # Per worker and master: at most 6 + 2 command connections and one subscription.
+    assert result["redis_connections_most_on_one"] <= 2 * 9, result

@@ -23,6 +23,7 @@ from {{ cookiecutter.project_slug }}.main import create_app
 from {{ cookiecutter.project_slug }}.settings import Settings
 {%- if cookiecutter.broker == "redis" %}
 
+from redis_cluster import RedisClusterServers, redis_cluster
 from redis_server import RedisServer, redis_server
 {%- endif %}
 
@@ -75,6 +76,14 @@ def redis_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     options = ("--appendonly", "no", "--stream-node-max-entries", "10")
     with redis_server(tmp_path_factory.mktemp("redis"), *options) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A three-master Redis Cluster for the session, made like `redis_db`."""
+    options = ("--stream-node-max-entries", "10")
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster"), *options) as cluster:
+        yield cluster
 
 
 @pytest.fixture

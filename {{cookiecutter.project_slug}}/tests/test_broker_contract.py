@@ -1,7 +1,8 @@
 """What every broker promises, tested on the one this project was baked with.
 
 Each test drives the channel source `follow()` (what a subscriber's response runs)
-against a real broker: for Redis, the test session's own redis-server.
+against a real broker: for Redis, the test session's own redis-server, then its own
+three-master Redis Cluster.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from {{ cookiecutter.project_slug }}.delivery import ReceiveStream
 from {{ cookiecutter.project_slug }}.settings import Settings
 
 {% if cookiecutter.broker == "redis" -%}
+from redis_cluster import RedisClusterServers
 from redis_server import RedisServer
 {% endif -%}
 from sse_client import new_channel
@@ -40,8 +42,13 @@ _EVENT = re.compile(rb"^event: (\S+)$", re.MULTILINE)
 {%- if cookiecutter.broker == "redis" %}
 
 
-@pytest.fixture
-def settings(redis_db: RedisServer) -> Callable[..., Settings]:
+@pytest.fixture(params=["redis", "cluster"])
+def settings(request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """The broker on one Redis, then on a three-master Redis Cluster."""
+    if request.param == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster_db")
+        return lambda **overrides: Settings(redis_url=cluster.url, redis_cluster=True, **overrides)
+    redis_db: RedisServer = request.getfixturevalue("redis_db")
     return lambda **overrides: Settings(redis_url=redis_db.url, **overrides)
 {%- else %}
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.broker.redis import LIVE_PREFIX, RedisBroker
+from {{ cookiecutter.project_slug }}.broker.redis import RedisBroker, live_key
 from {{ cookiecutter.project_slug }}.delivery import EventStream, ReceiveStream
 
 from redis_server import RedisServer
@@ -96,7 +96,7 @@ def test_one_subscription_per_channel_and_the_same_bytes_for_every_subscriber(
         await broker.publish(channel, "message", "hello")
         await until(lambda: all(each.pending for each in streams))
         async with Redis.from_url(redis_db.url) as admin:
-            subscribed = (await admin.pubsub_numsub(LIVE_PREFIX + channel))[0][1]
+            subscribed = (await admin.pubsub_numsub(live_key(channel)))[0][1]
         return streams, subscribed
 
     streams, subscribed = with_broker(redis_db.url, test)
@@ -112,7 +112,7 @@ def test_a_channel_is_unsubscribed_a_moment_after_its_last_subscriber_leaves(
     channel = new_channel()
 
     async def numsub(admin: Redis) -> int:
-        return int((await admin.pubsub_numsub(LIVE_PREFIX + channel))[0][1])
+        return int((await admin.pubsub_numsub(live_key(channel)))[0][1])
 
     async def test(broker: RedisBroker) -> tuple[int, int, int]:
         subscriptions = [broker.subscribe(channel, stream()) for _ in range(3)]

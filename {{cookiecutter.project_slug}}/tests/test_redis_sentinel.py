@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from uvicorn_process import uvicorn_process
 
 from {{ cookiecutter.project_slug }}.broker import BrokerUnavailable, parse_id
-from {{ cookiecutter.project_slug }}.broker.redis import KEY_PREFIX, RedisBroker
+from {{ cookiecutter.project_slug }}.broker.redis import RedisBroker, stream_key
 from {{ cookiecutter.project_slug }}.settings import Settings, load_settings, sentinel_addresses
 
 from conftest import run_server
@@ -108,7 +108,7 @@ def test_unreachable_sentinels_refuse_the_start_with_the_reason():
 
 
 def stream_ids(redis: Redis, channel: str) -> list[str]:
-    return [entry_id.decode() for entry_id, _ in redis.xrange(KEY_PREFIX + channel)]
+    return [entry_id.decode() for entry_id, _ in redis.xrange(stream_key(channel))]
 
 
 def synced(replica: RedisServer) -> bool:

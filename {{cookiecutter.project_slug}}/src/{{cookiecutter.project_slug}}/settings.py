@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+{%- if cookiecutter.broker == "redis" %}
+from urllib.parse import urlsplit
+{%- endif %}
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
@@ -100,6 +103,11 @@ class Settings(BaseSettings):
     redis_wait_timeout: float = Field(default=1.0, ge=0.001, le=4.0)
     """Seconds WAIT may take; fewer replicas by then: 503. Below the 5 s read timeout of
     the command connections, so a slow WAIT is never mistaken for a lost connection."""
+
+    redis_cluster: bool = False
+    """SSE_REDIS_URL names a node of a Redis Cluster (7.0 or newer; any node: the others
+    are found from it). Each channel's keys are in one slot; live messages travel by
+    sharded pub/sub, and each worker holds one subscription connection per master."""
 {%- else %}
 
     history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, le=64 * 1024**3)
@@ -141,6 +149,25 @@ class Settings(BaseSettings):
         if problem is not None:
             raise ValueError(problem)
         return secret
+
+{%- if cookiecutter.broker == "redis" %}
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_url(cls, cluster: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url", "")
+        if cluster and not url.startswith(("redis://", "rediss://")):
+            raise ValueError("a Redis Cluster is reached over TCP: use a redis:// or rediss:// URL")
+        if cluster and urlsplit(url).path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has only database 0: leave it out of SSE_REDIS_URL")
+        if cluster and info.data.get("redis_sentinels"):
+            raise ValueError("a Redis Cluster fails over by itself: leave out SSE_REDIS_SENTINELS")
+        if cluster and info.data.get("redis_wait_replicas"):
+            raise ValueError(
+                "SSE_REDIS_WAIT_REPLICAS is for a single master with replicas, not a Redis Cluster"
+            )
+        return cluster
+{%- endif %}
 
     @field_validator("demo_login")
     @classmethod

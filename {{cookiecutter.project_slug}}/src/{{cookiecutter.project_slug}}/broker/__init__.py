@@ -15,6 +15,7 @@ from .memory import MemoryBroker
 from .messages import BadEventId, Message, Page, parse_id
 {%- if cookiecutter.broker == "redis" %}
 from .redis import RedisBroker
+from .redis_cluster import RedisClusterBroker
 {%- endif %}
 
 __all__ = [
@@ -31,6 +32,12 @@ __all__ = [
 
 def create_broker(settings: Settings) -> Broker:
 {%- if cookiecutter.broker == "redis" %}
+    if settings.redis_cluster:
+        return RedisClusterBroker(
+            url=settings.redis_url,
+            history_size=settings.history_size,
+            replay_max_bytes=settings.replay_max_bytes,
+        )
     return RedisBroker(
         url=settings.redis_url,
         history_size=settings.history_size,

@@ -34,7 +34,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .base import Broker, BrokerUnavailable
 from .messages import Key, Message, Page, format_id, make_message, parse_id
-from .redis_live import LOST, LiveChannels
+from .redis_live import LOST, LiveChannels, tagged
 from .redis_sentinel import describe, sentinel_pool
 from .singleflight import SingleFlight
 
@@ -61,8 +61,21 @@ return id
 """
 
 
+def stream_key(channel: str) -> str:
+    """The channel's stream. The `{name}` hash tag puts every key of a channel in one
+    slot of a Redis Cluster (the publish script touches the stream and the live channel
+    at once); on a single Redis it is only part of the name."""
+    return tagged(KEY_PREFIX, channel)
+
+
+def live_key(channel: str) -> str:
+    """The pub/sub channel of its live messages: the same hash tag as its stream."""
+    return tagged(LIVE_PREFIX, channel)
+
+
 class RedisBroker(Broker):
     name = "redis"
+    publish_script = PUBLISH
 
     def __init__(
         self,
@@ -79,6 +92,18 @@ class RedisBroker(Broker):
         self.history_size = history_size
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
+        self.sentinel: Sentinel | None = None
+        self.redis, self.where = self._client(url, sentinels, master)
+        self._publish = self.redis.register_script(self.publish_script)
+        self._pages: SingleFlight[tuple[str, str, int], Page] = SingleFlight()
+        self.live = self._live_channels()
+        self._problem: str | None = None
+        self._outage: asyncio.TimerHandle | None = None
+
+    def _client(
+        self, url: str, sentinels: Sequence[tuple[str, int]], master: str
+    ) -> tuple[Redis, str]:
+        """The client for commands, and where Redis is (for messages)."""
         options: dict[str, Any] = dict(
             max_connections=POOL,
             timeout=None,  # wait for a connection: commands are short
@@ -87,19 +112,17 @@ class RedisBroker(Broker):
             # One quick retry covers a pooled connection that went stale (Redis restarted).
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
         )
-        self.sentinel: Sentinel | None = None
         if sentinels:
             self.sentinel, pool = sentinel_pool(url, sentinels, master, **options)
-            self.where = describe(sentinels, master)
-        else:
-            pool = BlockingConnectionPool.from_url(url, **options)
-            kwargs = pool.connection_kwargs
-            # Where Redis is, for messages; never the URL itself, which may hold a password.
-            self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        self.redis = Redis(connection_pool=pool)
-        self._publish = self.redis.register_script(PUBLISH)
-        self._pages: SingleFlight[tuple[str, str, int], Page] = SingleFlight()
-        self.live = LiveChannels(
+            return Redis(connection_pool=pool), describe(sentinels, master)
+        pool = BlockingConnectionPool.from_url(url, **options)
+        kwargs = pool.connection_kwargs
+        # Never the URL itself, which may hold a password.
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return Redis(connection_pool=pool), where
+
+    def _live_channels(self) -> LiveChannels:
+        return LiveChannels(
             redis=self.redis,
             prefix=LIVE_PREFIX,
             deliver=self._deliver,
@@ -109,8 +132,6 @@ class RedisBroker(Broker):
             on_lost=self._lost,
             on_back=self._back,
         )
-        self._problem: str | None = None
-        self._outage: asyncio.TimerHandle | None = None
 
     # -- lifecycle and health ------------------------------------------------------------
 
@@ -179,7 +200,7 @@ class RedisBroker(Broker):
     # -- publishing and history ----------------------------------------------------------
 
     async def publish(self, channel: str, event: str, data: str) -> str:
-        key, args = KEY_PREFIX + channel, [self.history_size, event, data, LIVE_PREFIX + channel]
+        key, args = stream_key(channel), [self.history_size, event, data, live_key(channel)]
         try:
             if self.wait_replicas:
                 entry_id, replicas = await self._publish_and_wait(key, args)
@@ -205,7 +226,7 @@ class RedisBroker(Broker):
         except NoScriptError:
             # A master that does not know the script yet (a replica promoted since)
             # refused it without running it: sending the source makes no second copy.
-            return await self._run_and_wait("EVAL", PUBLISH, key, args)
+            return await self._run_and_wait("EVAL", self.publish_script, key, args)
 
     async def _run_and_wait(
         self, command: str, script: str, key: str, args: list[Any]
@@ -231,7 +252,7 @@ class RedisBroker(Broker):
 
     async def _page(self, channel: str, after: str, count: int) -> Page:
         # The common case in one command: `after` still in the stream, read from it on.
-        entries = await self.redis.xrange(KEY_PREFIX + channel, min=after, max="+", count=count + 1)
+        entries = await self.redis.xrange(stream_key(channel), min=after, max="+", count=count + 1)
         if entries and entries[0][0].decode() == after:
             messages = [_message(entry_id, fields) for entry_id, fields in entries[1:]]
             return Page(messages, len(messages) < count)
@@ -239,7 +260,7 @@ class RedisBroker(Broker):
 
     async def _page_checked(self, channel: str, after: str, count: int) -> Page:
         """History after an id that is not in the stream, with the stream's state (MULTI)."""
-        key = KEY_PREFIX + channel
+        key = stream_key(channel)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(key)
             pipe.xrange(key, min="(" + after, max="+", count=count)
@@ -267,7 +288,7 @@ class RedisBroker(Broker):
     async def _newest(self, channels: Sequence[str]) -> list[Key]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for channel in channels:
-                pipe.xrevrange(KEY_PREFIX + channel, max="+", min="-", count=1)
+                pipe.xrevrange(stream_key(channel), max="+", min="-", count=1)
             replies = await pipe.execute()
         return [parse_id(entries[0][0].decode()) if entries else (0, 0) for entries in replies]
 

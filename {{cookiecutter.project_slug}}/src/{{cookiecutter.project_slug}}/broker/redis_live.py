@@ -13,12 +13,19 @@
   (history read with XRANGE) before live messages flow again.
 Redis sees one connection per worker for live delivery, whatever the number of channels
 and subscribers (the README compares this with one XREAD over every stream).
+
+On a Redis Cluster (redis_cluster.py) there is one of these per master, `sharded`: it
+SSUBSCRIBEs the channels whose slots that master holds, and a channel Redis unsubscribes
+on its own (its slot moved) ends the connection like a loss, so that the owner re-reads
+the cluster's slots and moves the channel, its gap filled the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,8 +33,9 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import BrokerUnavailable
@@ -53,6 +61,21 @@ FILL_AT_ONCE = 32
 Fill = Callable[[str, Key], Awaitable[list[Message] | None]]
 #: The newest id of each of these channels.
 Newest = Callable[[Sequence[str]], Awaitable[list[Key]]]
+#: Sharded pub/sub replies, by the kind of the plain ones they stand for.
+_PLAIN_KIND = {
+    b"smessage": b"message",
+    b"ssubscribe": b"subscribe",
+    b"sunsubscribe": b"unsubscribe",
+}
+
+
+class Moved(RedisConnectionError):
+    """Redis unsubscribed a channel held here: its Cluster slot moved to another node."""
+
+
+def tagged(prefix: str, name: str) -> str:
+    """`prefix{name}`: the hash tag keeps a channel's keys in one Cluster slot."""
+    return prefix + "{" + name + "}"
 
 
 def decode_live(payload: bytes) -> Message:
@@ -87,9 +110,12 @@ class LiveChannels:
         on_gap: Callable[[str], None],
         on_lost: Callable[[BaseException], None],
         on_back: Callable[[], None],
+        sharded: bool = False,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
+        #: SSUBSCRIBE (Cluster: the messages of a slot stay on its node), not SUBSCRIBE.
+        self.sharded = sharded
         self.deliver = deliver
         self.fill = fill
         self.newest = newest
@@ -109,6 +135,8 @@ class LiveChannels:
         self._resyncing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
+        #: The connection is being made again on purpose (resubscribe), not lost.
+        self._restarting = False
 
     # -- what the broker calls -----------------------------------------------------------
 
@@ -138,6 +166,20 @@ class LiveChannels:
         if channel is not None:
             channel.idle_since = asyncio.get_running_loop().time()
 
+    def hand_over(self, name: str, other: LiveChannels) -> None:
+        """Move a channel to another connection (its Cluster slot moved there) with the
+        id it last delivered; `other.resubscribe()` then fills its gap from that id."""
+        channel = self.channels.pop(name)
+        channel.subscribed = False
+        other.channels[name] = channel
+
+    async def resubscribe(self) -> None:
+        """Make the connection again: every channel is subscribed and its gap filled, as
+        after a loss (for channels just moved here from another node)."""
+        if self._connection is not None:
+            self._restarting = True
+            await self._connection.disconnect(nowait=True)
+
     async def ready(self, name: str) -> Key:
         channel = self.channels[name]
         try:
@@ -162,9 +204,14 @@ class LiveChannels:
             delay = 0.05
             try:
                 await self._serve(connection)
-            except LOST as exc:
+            except (Moved, MovedError) as exc:  # the Cluster's slots changed
                 self.up.clear()
                 self.on_lost(exc)
+                await asyncio.sleep(delay)
+            except LOST as exc:
+                self.up.clear()
+                if not self._restarting:
+                    self.on_lost(exc)
             except RedisError as exc:  # a refused command (e.g. ACL): log it, start again
                 self.up.clear()
                 log.error("the Redis subscription connection failed: %s", exc)
@@ -172,6 +219,7 @@ class LiveChannels:
                 await asyncio.sleep(1.0)
             finally:
                 self.up.clear()
+                self._restarting = False
                 self._connection = None
                 self._buffer = None
                 for channel in self.channels.values():
@@ -195,12 +243,11 @@ class LiveChannels:
         self._buffer = []
         self._resyncing = set(names)
         waiting = set(names)
-        for start in range(0, len(names), BATCH):
-            await self._send("SUBSCRIBE", *(self.prefix + n for n in names[start : start + BATCH]))
+        await self._change("SUBSCRIBE", names)
         while waiting:
             reply = await self._read(connection)
-            if reply[0] == b"subscribe":
-                waiting.discard(reply[1].decode()[len(self.prefix) :])
+            if _PLAIN_KIND.get(reply[0], reply[0]) == b"subscribe":
+                waiting.discard(self._name(reply[1]))
             self._handle(reply)
         await self._resync(names)
         buffered, self._buffer, self._resyncing = self._buffer, None, set()
@@ -261,30 +308,51 @@ class LiveChannels:
             for name in idle:
                 del self.channels[name]
             try:
-                for start in range(0, len(idle), BATCH):
-                    part = idle[start : start + BATCH]
-                    await self._send("UNSUBSCRIBE", *(self.prefix + n for n in part))
-                await self._send("PING")
+                await self._change("UNSUBSCRIBE", idle)
+                await self._send(("PING",))
             except LOST:
                 await connection.disconnect(nowait=True)  # the reader sees it and reconnects
                 return
 
-    async def _send(self, *args: str) -> None:
+    async def _change(self, verb: str, names: Sequence[str]) -> None:
+        """SUBSCRIBE or UNSUBSCRIBE `names`, at most BATCH in a command; sharded, in one
+        command per hash slot (Redis refuses an SSUBSCRIBE across slots)."""
+        groups: dict[int, list[str]] = defaultdict(list)
+        for name in names:
+            groups[key_slot(self._pubsub(name).encode()) if self.sharded else 0].append(name)
+        verb = "S" + verb if self.sharded else verb
+        await self._send(
+            *(
+                (verb, *(self._pubsub(name) for name in group[start : start + BATCH]))
+                for group in groups.values()
+                for start in range(0, len(group), BATCH)
+            )
+        )
+
+    async def _send(self, *commands: tuple[str, ...]) -> None:
+        """Send the commands in one write."""
         connection = self._connection
-        if connection is None:
+        if connection is None or not commands:
             return  # the next connection subscribes every channel anyway
         async with self._send_lock:
-            await connection.send_command(*args, check_health=False)
+            packed = connection.pack_commands(commands)
+            await connection.send_packed_command(packed, check_health=False)
+
+    def _pubsub(self, name: str) -> str:
+        return tagged(self.prefix, name)
+
+    def _name(self, pubsub: bytes) -> str:
+        return pubsub.decode()[len(self.prefix) + 1 : -1]
 
     # -- replies -------------------------------------------------------------------------
 
     def _handle(self, reply: Any) -> None:
-        kind = reply[0]
+        kind = _PLAIN_KIND.get(reply[0], reply[0])
         if kind == b"message":
             if self._buffer is not None:
                 self._buffer.append(reply)
                 return
-            name = reply[1].decode()[len(self.prefix) :]
+            name = self._name(reply[1])
             channel = self.channels.get(name)
             if channel is None:
                 return
@@ -294,7 +362,7 @@ class LiveChannels:
             channel.position = message.key
             self.deliver(name, (message,))
         elif kind == b"subscribe":
-            name = reply[1].decode()[len(self.prefix) :]
+            name = self._name(reply[1])
             channel = self.channels.get(name)
             if channel is not None:
                 channel.subscribed = True
@@ -302,16 +370,19 @@ class LiveChannels:
                     self._to_locate.append(name)
                     if len(self._to_locate) == 1:
                         asyncio.get_running_loop().call_soon(self._spawn, self._locate_pending())
+        elif kind == b"unsubscribe":
+            channel = self.channels.get(self._name(reply[1]))
+            # Not one this worker left (those are gone from `channels` first): Redis
+            # dropped it, as a Cluster node does when the channel's slot moves away.
+            if channel is not None and channel.subscribed:
+                raise Moved(f"{reply[1].decode()} was unsubscribed by Redis")
 
     async def _subscribe_pending(self) -> None:
         names = [name for name in self._to_subscribe if name in self.channels]
         self._to_subscribe = []
-        try:
-            for start in range(0, len(names), BATCH):
-                part = names[start : start + BATCH]
-                await self._send("SUBSCRIBE", *(self.prefix + n for n in part))
-        except LOST:
-            pass  # the reader sees the connection lost, and subscribes them on the next
+        # Lost: the reader sees it, and the next connection subscribes them.
+        with contextlib.suppress(LOST):
+            await self._change("SUBSCRIBE", names)
 
     async def _locate_pending(self) -> None:
         names, self._to_locate = self._to_locate, []
