@@ -55,6 +55,9 @@ TARGETS: dict[str, Target] = {
         Target(
             "baked_grown", frozenset({"s1"}), broker="memory", grown="benchmarks.servers.grown:app"
         ),
+        # FastAPI and the same CORSMiddleware around the bare stream: the floor for
+        # baked_grown, whose difference from it is the stream code's own.
+        Target("fastapi_floor", frozenset({"s1"}), module="benchmarks.servers.fastapi_floor:app"),
         # `/events` does not touch the broker, so Redis only changes S3.
         Target("baked_redis", S3, broker="redis"),
         Target("baked_granian", S1_S3, broker="memory", server="granian"),

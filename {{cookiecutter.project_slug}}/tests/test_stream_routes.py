@@ -16,6 +16,9 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Reques
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Host
 from starlette.types import Message, Receive, Scope, Send
 
 from {{ cookiecutter.project_slug }}.main import create_app
@@ -342,6 +345,85 @@ def test_only_declared_dependencies_are_solved(
     allowed = client.get(running.url + "/pass/41", headers={"X-Pass": "pass"})
     assert events_of(allowed) == ["data: pass 42"]
     assert solved == ["/me"]
+
+
+# -- StreamDispatch: the router's choice, made before FastAPI's inner layers ------------
+
+
+def test_lean_streams_go_past_fastapis_inner_layers(
+    serve_with, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    """A lean stream is called from StreamDispatch (what S1 and S2 in benchmarks/ measure);
+    a stream FastAPI must solve, and every other route, take FastAPI's way."""
+    seen: list[str] = []
+    original = ExceptionMiddleware.__call__
+
+    async def counting(self: ExceptionMiddleware, scope: Scope, receive: Receive, send: Send):
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(ExceptionMiddleware, "__call__", counting)
+
+    def customize(app: StreamingFastAPI) -> None:
+        @app.stream("/me")
+        async def me(user: str = Depends(require_token)) -> Response:
+            return one(app, user)
+
+    running = serve_with(customize)
+    assert events_of(client.get(running.url + "/events")) == ["data: Message 1", "data: Message 2"]
+    assert client.get(running.url + "/channels/lean/events?last_event_id=x").status_code == 400
+    assert client.get(running.url + "/me").status_code == 401
+    assert client.get(running.url + "/healthz").status_code == 200
+    assert client.head(running.url + "/events").status_code == 405  # GET only
+    assert seen == ["/me", "/healthz", "/events"]
+
+
+def test_the_route_the_router_would_pick_answers(serve_with, client: httpx.Client):
+    """An earlier route that matches the same request wins, as in FastAPI's router:
+    a plain route, a mount, and a route that matches by more than its path."""
+
+    async def files(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("mounted")(scope, receive, send)
+
+    def customize(app: StreamingFastAPI) -> None:
+        @app.get("/first")
+        async def first() -> str:
+            return "plain"
+
+        @app.stream("/first")
+        async def first_stream() -> Response:
+            return one(app, "stream")
+
+        app.mount("/files", files)
+
+        @app.stream("/files/{name}")
+        async def file_stream(name: str) -> Response:
+            return one(app, name)
+
+        app.router.routes.append(Host("other.example", app=files))
+
+        @app.stream("/hosted")
+        async def hosted() -> Response:
+            return one(app, "any host")
+
+    running = serve_with(customize)
+    assert client.get(running.url + "/first").json() == "plain"
+    assert client.get(running.url + "/files/a").text == "mounted"
+    elsewhere = client.get(running.url + "/hosted", headers={"Host": "other.example"})
+    assert elsewhere.text == "mounted"
+    assert events_of(client.get(running.url + "/hosted")) == ["data: any host"]
+
+
+def test_an_unhandled_exception_in_a_lean_stream_is_a_500(serve_with, client: httpx.Client):
+    def customize(app: StreamingFastAPI) -> None:
+        @app.stream("/broken")
+        async def broken() -> Response:
+            raise RuntimeError("a bug")
+
+    running = serve_with(customize)
+    response = client.get(running.url + "/broken")
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ How it parks is the delivery mode, chosen per stream by `open_stream()`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
 from collections import deque
@@ -283,32 +284,20 @@ def transport_of(receive: Receive) -> asyncio.Transport | None:
     return None
 
 
-#: Seconds of silence before the first keepalive probe, and between probes.
-KEEPALIVE_IDLE = 10
-KEEPALIVE_INTERVAL = 5
-
-
 def drop_half_open_connections(transport: asyncio.Transport, timeout: float) -> None:
     """Have the kernel give up on a client that vanished (no FIN, no RST) after `timeout` s.
 
     Without this, a connection whose peer is gone (a laptop closed, a mobile network
     lost) stays open until TCP's retransmissions give up, about 15 minutes, holding its
     stream all that time. TCP_USER_TIMEOUT bounds how long sent data may go
-    unacknowledged (heartbeats are always being sent); keepalive probes cover a
-    connection with nothing in flight. Linux only: elsewhere the options are skipped.
+    unacknowledged, and a stream is never idle: a heartbeat goes out at least every
+    SSE_HEARTBEAT_INTERVAL, so the bound is that interval plus `timeout`. (TCP keepalive
+    would add nothing to it but three more system calls on every connect.) Linux only:
+    elsewhere the option is skipped.
     """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
     sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+    if option is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
-    options = [
-        (socket.SOL_SOCKET, getattr(socket, "SO_KEEPALIVE", None), 1),
-        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), KEEPALIVE_IDLE),
-        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL),
-        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), int(timeout * 1000)),
-    ]
-    for level, option, value in options:
-        if option is not None:
-            try:
-                sock.setsockopt(level, option, value)
-            except OSError:  # a socket the platform does not let us tune
-                return
+    with contextlib.suppress(OSError):  # a socket the platform does not let us tune
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(timeout * 1000))

@@ -15,6 +15,10 @@ points (see `resume_point`) and dependencies that take only the `Request` (as th
 channels' authorization does) is called by a handler that does exactly that and nothing
 else; any other declaration gets FastAPI's own handler, whole. Whatever a
 stream route cannot honour is refused when it is declared (`StreamRouteError`).
+
+On a `StreamingFastAPI` app, a lean stream route of the app itself is also called
+earlier: from StreamDispatch, the innermost of the app's middleware, which makes the
+router's choice itself and so spares each stream the layers after it (see there).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of
@@ -30,11 +34,18 @@ from fastapi.datastructures import Default, DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from starlette.types import Scope
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette import routing
+from starlette._exception_handler import wrap_app_handling_exceptions
+from starlette._utils import get_route_path
+from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: A stream endpoint returns the response that writes the stream (or an error response).
 StreamEndpoint = Callable[..., Awaitable[Response]]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 #: The `resolve` functions made by resume_point(): the lean handler reads them directly.
 _RESUME_POINTS: set[Callable[..., Any]] = set()
 
@@ -96,16 +107,23 @@ def resume_id(scope: Scope) -> str | None:
 class StreamRoute(APIRoute):
     """A GET route for a stream endpoint; see the module's docstring."""
 
+    #: The lean handler of this route as declared (not of an inclusion of it in another
+    #: router): what StreamDispatch calls. None where FastAPI's handler is needed.
+    lean_handler: Handler | None = None
+
     def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
         _refuse_what_streams_cannot_honour(path, endpoint, options)
         super().__init__(path, endpoint, **options)
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    def get_route_handler(self) -> Handler:
         full = super().get_route_handler()
         dependant = _effective_dependant(self)
         if not _is_lean(dependant):
             return full
-        return _lean_handler(dependant, self.path, full, self.dependency_overrides_provider)
+        handler = _lean_handler(dependant, self.path, full, self.dependency_overrides_provider)
+        if dependant is self.dependant:
+            self.lean_handler = handler
+        return handler
 
 
 def _effective_dependant(route: APIRoute) -> Dependant:
@@ -257,7 +275,135 @@ class StreamRouter(APIRouter):
 
 
 class StreamingFastAPI(FastAPI):
-    """FastAPI with `@app.stream(path, ...)` (the options of `@app.get`)."""
+    """FastAPI with `@app.stream(path, ...)` (the options of `@app.get`), and StreamDispatch
+    as the innermost of its middleware."""
 
     def stream(self, path: str, **options: Any) -> Callable[[StreamEndpoint], StreamEndpoint]:
         return _stream_decorator(self.router, path, options)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Innermost of the user's middleware: theirs run first, then StreamDispatch, then
+        # FastAPI's ExceptionMiddleware and router for anything it does not take.
+        self.user_middleware.append(Middleware(StreamDispatch, router=self.router))
+        try:
+            return super().build_middleware_stack()
+        finally:
+            self.user_middleware.pop()
+
+
+class StreamDispatch:
+    """A GET to a lean stream route of the app goes from here straight to its handler.
+
+    Every request has passed the app's own middleware when it gets here, and what comes
+    after is FastAPI's: ExceptionMiddleware, the router, the route's request handling.
+    Each of them wraps the whole life of a stream: per stream, a dozen frames (about
+    10 KB) and two `send` wrappers that every event goes through. For a lean route
+    (see StreamRoute) this layer does what they would do: it picks the route the router
+    would pick (the first that matches fully, in order), sets the scope as the router
+    does, calls the lean handler, and turns an exception raised before the response into
+    the response of the handler registered for it, with Starlette's own code. Anything
+    else goes on to FastAPI: another route first in order, a HEAD, overrides set, FastAPI
+    telemetry on, a route of an included router.
+    """
+
+    def __init__(self, app: ASGIApp, router: APIRouter) -> None:
+        self.app = app
+        self.router = router
+        # The handlers FastAPI registered from app.exception_handlers. Should FastAPI
+        # ever put something else here, every request goes on to it.
+        self.handlers = (
+            (app._exception_handlers, app._status_handlers)
+            if isinstance(app, ExceptionMiddleware)
+            else None
+        )
+        self._known: tuple[int, list[tuple[StreamRoute, list[Any] | None]]] = (-1, [])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self._lean_route(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        route, child_scope = found
+        scope.update(child_scope)
+        scope.setdefault("router", self.router)
+        request = Request(scope, receive, send)
+        assert route.lean_handler is not None
+        try:
+            response = await route.lean_handler(request)
+        except Exception as exc:
+            scope["starlette.exception_handlers"] = self.handlers
+            # Re-raised unless a handler is registered for it, as FastAPI would.
+            await wrap_app_handling_exceptions(_raising(exc), request)(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+    def _lean_route(self, scope: Scope) -> tuple[StreamRoute, Scope] | None:
+        """The lean stream route the router would pick for this request, if it is one."""
+        if scope["method"] != "GET" or self.handlers is None or "fastapi.telemetry" in scope:
+            return None
+        path = get_route_path(scope)
+        for route, before in self._lean_routes():
+            if route.path_regex.match(path):
+                if before is None or any(pattern.match(path) for pattern in before):
+                    return self._first_match(scope)
+                match, child_scope = route.matches(scope)
+                return (route, child_scope) if match is Match.FULL and _leaner(route) else None
+        return None
+
+    def _first_match(self, scope: Scope) -> tuple[StreamRoute, Scope] | None:
+        """As the router picks: the first route in order that matches fully."""
+        for route in self.router.routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                if isinstance(route, StreamRoute) and _leaner(route):
+                    return route, child_scope
+                return None
+        return None
+
+    def _lean_routes(self) -> list[tuple[StreamRoute, list[Any] | None]]:
+        """Each lean stream route, with the path patterns of the routes before it.
+
+        A request no earlier route can match goes to the first lean route whose pattern
+        it matches, without asking every route before it (what the router does); that
+        shortcut is taken only where each of them matches by its path alone (a plain
+        route or mount). Otherwise (None) every route is asked in order. Remade when the
+        app's routes are added to or removed.
+        """
+        count, lean = self._known
+        routes = self.router.routes
+        if count != len(routes):
+            lean = []
+            before: list[Any] | None = []
+            for route in routes:
+                if isinstance(route, StreamRoute) and route.lean_handler is not None:
+                    lean.append((route, None if before is None else list(before)))
+                if before is None or type(route) in _NEVER_HTTP:
+                    continue
+                if type(route) in _MATCHED_BY_PATH or isinstance(route, StreamRoute):
+                    before.append(route.path_regex)
+                else:
+                    before = None
+            self._known = (len(routes), lean)
+        return lean
+
+
+def _leaner(route: StreamRoute) -> bool:
+    """Whether StreamDispatch may call this route's lean handler (overrides set in tests
+    need FastAPI's)."""
+    provider = route.dependency_overrides_provider
+    return route.lean_handler is not None and not (
+        provider is not None and provider.dependency_overrides
+    )
+
+
+#: Routes whose match of an HTTP request depends on its path alone (and, for a full match,
+#: its method), and routes that never match one.
+_MATCHED_BY_PATH = frozenset({APIRoute, routing.Route, routing.Mount})
+_NEVER_HTTP = frozenset({APIWebSocketRoute, routing.WebSocketRoute})
+
+
+def _raising(exc: Exception) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise exc
+
+    return app
