@@ -26,6 +26,9 @@ from {{ cookiecutter.project_slug }}.sse import encode_event
 
 from conftest import RunningServer
 
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 # The browser fixtures (the module skips, or fails in CI, without a browser).
 chromium = browser.chromium
 browser_profile = browser.browser_profile

@@ -34,6 +34,9 @@ from browser import (
 
 from conftest import RunningServer
 
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 # The browser's and nginx's fixtures (each module skips, or fails in CI, without its tool).
 chromium = browser.chromium
 browser_profile = browser.browser_profile

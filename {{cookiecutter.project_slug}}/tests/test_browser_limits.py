@@ -8,9 +8,13 @@ from pathlib import Path
 
 import browser
 import httpx
+import pytest
 from browser import Page, demo_messages, screenshot, wait_until_done
 
 from conftest import RunningServer
+
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
 chromium = browser.chromium

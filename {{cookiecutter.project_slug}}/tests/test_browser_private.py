@@ -15,10 +15,14 @@ from urllib.parse import urlsplit
 
 import browser
 import httpx
+import pytest
 from browser import GOES_LIVE_S, BrowserContext, Page, open_tabs, roles, screenshots
 
 from conftest import RunningServer
 from sse_client import publish
+
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
 chromium = browser.chromium

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import browser
+import pytest
 from browser import (
     CHANNEL_OPEN,
     DEMO_DONE,
@@ -35,6 +36,9 @@ from browser import (
     wait_for_channel_messages,
 )
 from uvicorn_process import UvicornProcess, uvicorn_process
+
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 # The browser fixtures (the module skips, or fails in CI, without a browser).
 chromium = browser.chromium

@@ -20,6 +20,9 @@ from collections.abc import Iterator
 import pytest
 from uvicorn_process import uvicorn_process
 
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 HEARTBEAT, SEND_TIMEOUT = 1.0, 2.0
 #: The README's bound: heartbeat interval + SSE_SEND_TIMEOUT + the timer's tick (1 s).
 BOUND = HEARTBEAT + SEND_TIMEOUT + 1

@@ -9,9 +9,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import httpx
+import pytest
 
 from redis_server import RedisServer, free_port
 from sse_client import new_channel, publish, subscribe, wait_for
+
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """The streams through a real nginx running deploy/nginx.conf, in front of a real server.
 
+
 nginx is looked up in $SSE_TEST_NGINX, then PATH, then /usr/sbin/nginx. Without it these
 tests skip, unless SSE_REQUIRE_NGINX=1 (as in CI), which turns a missing nginx into a
 failure. Each test runs its own nginx: no root, no daemon, every file in the test's tmp dir,
@@ -32,6 +33,9 @@ from cryptography.x509.oid import NameOID
 from httpx_sse import connect_sse
 
 from conftest import RunningServer
+
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 SITE_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 # Everything the site file leaves to the main config, kept inside the test's directory.

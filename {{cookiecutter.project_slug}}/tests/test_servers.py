@@ -22,6 +22,9 @@ import httpx
 import pytest
 from uvicorn_process import APP, RawClient, UvicornProcess, uvicorn_process
 
+#: Real servers, browsers or networks: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 UVICORN = (sys.executable, "-m", "uvicorn", APP, "--no-access-log", "--port", "{port}")
 UVICORN_ARGS = ("--host", "127.0.0.1", "--log-level", "info")
 #: name: (command, the delivery mode its streams must run in)
