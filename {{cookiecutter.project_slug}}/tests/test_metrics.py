@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.project_slug }} import hub as hub_module
@@ -101,6 +103,37 @@ def test_publish_count_and_latency(serve, client: httpx.Client):
     assert 0 < value(samples, "sse_publish_seconds_sum") < 3
     assert value(samples, "sse_publish_seconds_bucket", le="+Inf") == 3
     assert value(samples, "sse_events_sent_total") >= 3
+
+
+def test_a_stream_costs_prometheus_nothing(
+    serve, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    """Streams are counted in plain integers and caught up on the timer's tick: opening
+    and closing 40 streams takes no Prometheus lock per stream (S1 in benchmarks/)."""
+    calls: list[str] = []
+    for kind in (Counter, Gauge):
+        for method in ("inc", "dec", "set"):
+            original = getattr(kind, method, None)
+            if original is not None:
+                name = f"{kind.__name__}.{method}"
+                monkeypatch.setattr(kind, method, counted(calls, name, original))
+    running = serve(message_count=1, message_interval=0, heartbeat_interval=60)
+    for _ in range(40):
+        read_all(client, running.url)
+    # A tick or two may have caught up meanwhile: a handful of calls each, not 40.
+    assert len(calls) < 20, calls
+    samples = scrape(client, running.url)
+    assert value(samples, "sse_streams_closed_total", reason="done") == 40
+    assert value(samples, "sse_events_sent_total") == 80
+    assert value(samples, "sse_open_streams") == 0
+
+
+def counted(calls: list[str], name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return method(*args, **kwargs)
+
+    return call
 
 
 def test_streams_refused_over_the_limit_are_counted(serve, client: httpx.Client):
@@ -207,6 +240,9 @@ def test_several_workers_add_up_in_multiprocess_mode(two_workers: tuple[str, Pat
     pids = {re.sub(r"\D", "", path.stem) for path in metrics_dir.glob("counter_*.db")}
     assert len(pids) == 2, sorted(metrics_dir.iterdir())
     with httpx.Client(timeout=10) as client:
+        # Each worker moves its counts into its files on its timer's tick (<= 1 s).
+        closed = "sse_streams_closed_total"
+        assert wait_for(lambda: value(scrape(client, url), closed, reason="done") == clients)
         for _ in range(4):
             samples = scrape(client, url)
             assert value(samples, "sse_events_sent_total") == clients * 4

@@ -126,8 +126,8 @@ def create_app(settings: Settings | None = None) -> StreamingFastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        # Counts written since the heartbeat timer last caught up are counted now.
-        metrics.count_events(hub.events_sent)
+        # What this worker counted since the hub's timer last caught up is counted now.
+        hub.catch_up_metrics()
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
     return app

@@ -1,9 +1,10 @@
 """Prometheus metrics behind GET /metrics, kept off the per-event path.
 
-A stream pays for metrics when it opens and when it closes (a gauge and a counter each
-time), never per event: the stream adds the events of each write to a plain integer of
-the hub, and that total is moved into the Prometheus counter when a stream closes, on
-the hub's heartbeat tick and before every scrape.
+A stream pays nothing for metrics: the hub keeps plain integers (events written, streams
+ended by reason, and its set of open streams), and `catch_up` moves them into Prometheus
+on the hub's tick (at most a second apart) and before every scrape. Prometheus' own
+counters take a lock each time; four of them per stream measured a few percent of a
+reconnect storm's CPU (benchmarks/, S1).
 
 Several worker processes: set PROMETHEUS_MULTIPROC_DIR to an empty directory that all
 workers of one instance share, before they start. Each worker then writes its values to
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -94,29 +97,33 @@ class Metrics:
         )
         self._closed = {reason: self.streams_closed.labels(reason) for reason in CLOSE_REASONS}
         self._events_counted = 0
+        self._ended_counted: dict[str, int] = {}
         self._multiproc_dir = multiprocess_dir()
         if self._multiproc_dir is not None:
             forget_dead_workers(Path(self._multiproc_dir))
 
-    def stream_opened(self) -> None:
-        self.open_streams.inc()
+    def catch_up(self, *, open_streams: int, events: int, ended: Mapping[str, int]) -> None:
+        """Bring the metrics up to this worker's running totals: events written, streams
+        ended by reason; and the gauge to the streams open now."""
+        self.open_streams.set(open_streams)
+        new = events - self._events_counted
+        if new > 0:
+            self._events_counted = events
+            self.events_sent.inc(new)
+        for reason, total in ended.items():
+            new = total - self._ended_counted.get(reason, 0)
+            if new > 0:
+                self._ended_counted[reason] = total
+                self._closed_child(reason).inc(new)
 
-    def stream_closed(self, reason: str) -> None:
-        self.open_streams.dec()
+    def _closed_child(self, reason: str) -> Any:
         child = self._closed.get(reason)
         if child is None:
             child = self._closed[reason] = self.streams_closed.labels(reason)
-        child.inc()
+        return child
 
     def stream_refused(self) -> None:
         self.streams_refused.inc()
-
-    def count_events(self, total: int) -> None:
-        """Bring the events counter up to `total`, this worker's running count."""
-        new = total - self._events_counted
-        if new > 0:
-            self._events_counted = total
-            self.events_sent.inc(new)
 
     def published(self, seconds: float) -> None:
         self.publish_seconds.observe(seconds)
