@@ -33,6 +33,10 @@ class FanoutConfig:
     deadline: float  # seconds to subscribe everyone, and again to drain after publishing
 
 
+#: The comment a channel stream writes once it is live.
+LIVE_MARK = b"\n: live\n\n"
+
+
 class NotAvailable(Exception):
     """The server has no channel endpoints (e.g. the template before channels landed)."""
 
@@ -83,7 +87,12 @@ async def follow_stamped(
             return True
         return False
 
-    task = asyncio.ensure_future(stream_events(port, path, sub.result, on_open, on_event))
+    # Subscribed once the server says `: live` (the baked app after its channel's
+    # SUBSCRIBE is confirmed; bare_broadcast at once): a message published before that
+    # is not this subscriber's, and counting it would count a miss that is not one.
+    task = asyncio.ensure_future(
+        stream_events(port, path, sub.result, on_open, on_event, ready_mark=LIVE_MARK)
+    )
     await asyncio.wait([task, asyncio.ensure_future(done.wait())], return_when="FIRST_COMPLETED")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

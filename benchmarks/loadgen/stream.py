@@ -43,6 +43,7 @@ class _SseClient(asyncio.Protocol):
         on_open: Callable[[], None],
         on_event: OnEvent,
         finished: asyncio.Future[None],
+        ready_mark: bytes = b"",
     ) -> None:
         self.request = request
         self.result = result
@@ -53,6 +54,10 @@ class _SseClient(asyncio.Protocol):
         self.head = b""
         self.decoder: http.BodyDecoder | None = None
         self.parser = SseParser()
+        #: What the body must hold before the stream counts as open (`on_open`); empty:
+        #: the response head is enough.
+        self.ready_mark = ready_mark
+        self._seen = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.result.mark_connected()
@@ -66,7 +71,10 @@ class _SseClient(asyncio.Protocol):
                 data = self._read_head(data)
                 if self.decoder is None or self.finished.done():
                     return
-            for event in self.parser.feed(self.decoder.feed(data)):
+            data = self.decoder.feed(data)
+            if self.ready_mark:
+                self._look_for_ready_mark(data)
+            for event in self.parser.feed(data):
                 if self.on_event(now, event):
                     self._finish()
                     return
@@ -91,8 +99,17 @@ class _SseClient(asyncio.Protocol):
             self._finish(f"http {status}")
             return b""
         self.decoder = http.decoder_for(headers)
-        self.on_open()
+        if not self.ready_mark:
+            self.on_open()
         return body
+
+    def _look_for_ready_mark(self, data: bytes) -> None:
+        seen = self._seen + data
+        if self.ready_mark in seen:
+            self.ready_mark = b""
+            self.on_open()
+        else:  # only what a mark split between two reads needs
+            self._seen = seen[-len(self.ready_mark) :]
 
     def eof_received(self) -> bool:
         self.result.eof = self.decoder is not None
@@ -113,7 +130,12 @@ class _SseClient(asyncio.Protocol):
 
 
 async def stream_events(
-    port: int, path: str, result: StreamResult, on_open: Callable[[], None], on_event: OnEvent
+    port: int,
+    path: str,
+    result: StreamResult,
+    on_open: Callable[[], None],
+    on_event: OnEvent,
+    ready_mark: bytes = b"",
 ) -> None:
     """Fill `result` in place, so a caller that cancels us still sees how far we got."""
     loop = asyncio.get_running_loop()
@@ -130,7 +152,9 @@ async def stream_events(
     transport = None
     try:
         transport, _ = await loop.create_connection(
-            lambda: _SseClient(request, result, on_open, on_event, finished), http.HOST, port
+            lambda: _SseClient(request, result, on_open, on_event, finished, ready_mark),
+            http.HOST,
+            port,
         )
         await finished
     except EXPECTED_ERRORS as exc:

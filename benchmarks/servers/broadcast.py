@@ -41,7 +41,11 @@ async def subscribe(channel: str, send: Send) -> None:
     subscribers.add(queue)
     try:
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        await send({"type": "http.response.body", "body": b"retry: 3000\n\n", "more_body": True})
+        # `: live` as the baked app says it: subscribed, so a publish from now reaches it
+        # (the load generator starts publishing once every subscriber has said so).
+        await send(
+            {"type": "http.response.body", "body": b"retry: 3000\n\n: live\n\n", "more_body": True}
+        )
         while (frame := await queue.get()) is not CLOSE:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
