@@ -141,7 +141,8 @@ def test_baked_suite_passes(baked: tuple[str, Path]):
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        # Within the template's own pytest timeout (900 s); each suite takes 6-10 minutes.
+        timeout=870,
     )
     # pytest's summary ends stdout; stderr holds pip's warnings.
     tail = "\n".join((result.stderr + result.stdout).splitlines()[-60:])

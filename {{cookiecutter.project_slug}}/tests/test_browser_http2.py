@@ -75,8 +75,6 @@ def test_twelve_tabs_without_sharing_all_stream_over_http2_through_nginx(
         assert channel_messages(tab) == [text]
 
 
-# 12 tabs that mostly wait, read one by one: on a loaded machine past the default 60 s.
-@pytest.mark.timeout(180)
 def test_over_http1_tabs_past_six_connections_wait(
     serve: Callable[..., RunningServer],
     proxy: Callable[..., str],
@@ -92,13 +90,17 @@ def test_over_http1_tabs_past_six_connections_wait(
     for tab in tabs:
         tab.evaluate("url => { location.href = url; }", url + NOT_SHARED)
     tabs[0].wait_for_timeout((COUNT * INTERVAL + 2) * 1000)  # long enough for every demo
-    done = sum(demo_done(tab) for tab in tabs)
-    screenshots(tabs, tmp_path)
+    # A tab still waiting for a connection to load the page at all has not streamed;
+    # asked anything, it would answer only once the page loads: never, as the page's
+    # stream stays open (it carries the channels after the demo).
+    loaded = [tab for tab in tabs if tab.url.startswith(url)]
+    done = sum(demo_done(tab) for tab in loaded)
+    screenshots(loaded, tmp_path)
     assert done < TABS, "every tab streamed over HTTP/1.1: the test above proves nothing"
 
 
 def demo_done(tab: Page) -> bool:
     try:
         return tab.evaluate(f"Boolean(document.getElementById('demo-state')) && {DEMO_DONE}")
-    except PlaywrightError:  # the page is loading only now: it has not streamed
+    except PlaywrightError:  # the page is still loading: it has not streamed
         return False

@@ -112,7 +112,10 @@ def test_the_private_channel_renews_its_token_and_resumes_without_gap_in_shared_
         notices = tab.locator("#private-messages li.notice").all_text_contents()
         assert len(notices) >= 2 and all("expired" in notice for notice in notices), notices
         states = tab.evaluate("window.privateStates")
-        assert "open" in states[:2] and states.count("renewing") >= 2, states
+        # On a loaded machine a 2 s token may expire before its first stream connects:
+        # that stream is refused and renewed before it is first open. Either way, at
+        # least two renewals, and open at the end.
+        assert "open" in states and states.count("renewing") >= 2, states
         assert states[-1] == "open", states
     logins = [url for url, _ in requests if urlsplit(url).path == "/demo/login"]
     assert len(logins) >= 4  # each tab's sign-in, then one per expiry (by the leader)
