@@ -6,6 +6,7 @@ checks, through a real server, that the stream honours it.
 
 # No `from __future__ import annotations`: FastAPI resolves the endpoints' annotations at
 # run time, and some name types local to their test.
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated
 
@@ -15,6 +16,7 @@ import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import PlainTextResponse
@@ -413,6 +415,29 @@ def test_the_route_the_router_would_pick_answers(serve_with, client: httpx.Clien
     elsewhere = client.get(running.url + "/hosted", headers={"Host": "other.example"})
     assert elsewhere.text == "mounted"
     assert events_of(client.get(running.url + "/hosted")) == ["data: any host"]
+
+
+@pytest.mark.skipif(
+    "max_body_size" not in inspect.signature(APIRoute).parameters,
+    reason="this FastAPI has no per-route body limit",
+)
+def test_a_routes_body_limit_holds_for_a_dependency_that_reads_the_body(
+    serve_with, client: httpx.Client
+):
+    """A route's own limits are FastAPI's to enforce: such a stream takes FastAPI's way."""
+
+    async def body_size(request: Request) -> int:
+        return len(await request.body())
+
+    def customize(app: StreamingFastAPI) -> None:
+        @app.stream("/sized", max_body_size=10)
+        async def sized(size: Annotated[int, Depends(body_size)]) -> Response:
+            return one(app, str(size))
+
+    running = serve_with(customize)
+    small = client.request("GET", running.url + "/sized", content=b"x" * 5)
+    assert events_of(small) == ["data: 5"]
+    assert client.request("GET", running.url + "/sized", content=b"x" * 100).status_code == 413
 
 
 def test_an_unhandled_exception_in_a_lean_stream_is_a_500(serve_with, client: httpx.Client):

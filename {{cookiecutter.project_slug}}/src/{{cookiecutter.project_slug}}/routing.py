@@ -388,11 +388,15 @@ class StreamDispatch:
 
 
 def _leaner(route: StreamRoute) -> bool:
-    """Whether StreamDispatch may call this route's lean handler (overrides set in tests
-    need FastAPI's)."""
+    """Whether StreamDispatch may call this route's lean handler: not while overrides are
+    set (in tests), nor for a route with limits on the request body or forms of its own,
+    which FastAPI's request handling enforces should a `Request` dependency read them."""
     provider = route.dependency_overrides_provider
-    return route.lean_handler is not None and not (
-        provider is not None and provider.dependency_overrides
+    return (
+        route.lean_handler is not None
+        and not (provider is not None and provider.dependency_overrides)
+        and getattr(route, "max_body_size", None) is None
+        and not getattr(route, "form_limits", None)
     )
 
 
